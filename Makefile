@@ -1,0 +1,78 @@
+# ReviewFlow developer tasks. `make run` starts everything on one machine with no server to
+# install (SQLite and an embedded Celery broker under var/); `make test` runs the test suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANAGE := $(BIN)/python manage.py
+# Where the SQLite file, the embedded broker and beat's schedule live (settings read the same).
+export REVIEWFLOW_VAR_DIR ?= $(CURDIR)/var
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint bench clean
+
+help:
+	@echo "make run    migrate, load demo data, start the web server and a Celery worker (Ctrl-C stops)"
+	@echo "make test   run the tests (PYTEST_ARGS='-k ledger -x' to pass options)"
+	@echo "make lint   ruff, and check that no migration is missing"
+	@echo "make bench  run the benchmarks"
+	@echo "make clean  remove var/ and .venv"
+
+# The virtualenv itself; the stamp below reinstalls whenever pyproject.toml changes.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+$(VENV): $(STAMP)
+
+install: $(STAMP)
+
+# Development instance: DEBUG on unless the environment says otherwise.
+run: export DEBUG ?= 1
+run: $(STAMP)
+	mkdir -p "$(REVIEWFLOW_VAR_DIR)/broker/queue" "$(REVIEWFLOW_VAR_DIR)/broker/control"
+	$(MANAGE) migrate --noinput
+	$(MANAGE) demo_data
+	@pids=(); \
+	stop() { trap - INT TERM EXIT; kill "$${pids[@]}" 2>/dev/null || true; wait || true; }; \
+	trap stop INT TERM EXIT; \
+	$(BIN)/celery -A reviewflow worker -B -Q default,publishing,maintenance --pool=solo -l info \
+		& pids+=($$!); \
+	$(MANAGE) runserver $(HOST):$(PORT) & pids+=($$!); \
+	sleep 2; \
+	echo; \
+	echo "ReviewFlow is running at http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"; \
+	echo "Log in as alice or bruno (advisors), rita or sam (reviewers), carla (compliance admin);"; \
+	echo "the password is demo for all of them."; \
+	echo; \
+	status=0; wait -n || status=$$?; \
+	echo "A process stopped (exit status $$status); stopping the others."; \
+	exit $$status
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	mkdir -p "$(REVIEWFLOW_VAR_DIR)"
+	DEBUG=1 $(MANAGE) makemigrations --check --dry-run
+
+bench: $(STAMP)
+	@if [ -d benchmarks ]; then \
+		$(BIN)/python -m benchmarks; \
+	else \
+		echo "no benchmarks yet"; \
+	fi
+
+clean:
+	rm -rf var $(VENV)

@@ -1,0 +1,19 @@
+import difflib
+import re
+
+_TOKENS = re.compile(r"\s+|[^\s]+")
+
+
+def word_diff(old, new):
+    """[(op, text)] with op in 'equal', 'insert', 'delete'; text is plain (templates escape it)."""
+    a, b = _TOKENS.findall(old), _TOKENS.findall(new)
+    chunks = []
+    for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op in ("equal",):
+            chunks.append(("equal", "".join(a[a1:a2])))
+            continue
+        if op in ("delete", "replace"):
+            chunks.append(("delete", "".join(a[a1:a2])))
+        if op in ("insert", "replace"):
+            chunks.append(("insert", "".join(b[b1:b2])))
+    return chunks

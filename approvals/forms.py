@@ -1,0 +1,98 @@
+from django import forms
+from django.conf import settings
+from django.core.validators import MaxLengthValidator
+from django.utils import timezone
+
+from .models import SocialAccount
+
+
+class AccountChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, account):
+        handle = f" {account.handle}" if account.handle else ""
+        return f"{account.name}{handle} · {account.connector.label}"
+
+
+class PostForm(forms.Form):
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8}),
+        help_text="Plain text. Links are made clickable when shown.",
+    )
+    link = forms.URLField(
+        required=False,
+        max_length=2000,
+        assume_scheme="https",
+        help_text="Optional link shared with the post.",
+    )
+    accounts = AccountChoiceField(
+        queryset=SocialAccount.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        label="Publish to",
+        error_messages={
+            "invalid_choice": "One of the chosen accounts is not one you may publish to.",
+            "invalid_pk_value": "One of the chosen accounts is not one you may publish to.",
+            "required": "Choose at least one account to publish to.",
+        },
+    )
+    publish_at = forms.DateTimeField(
+        required=False,
+        label="Publish at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="In your timezone. Leave empty to publish as soon as it is approved.",
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["accounts"].queryset = SocialAccount.objects.usable_by(user)
+        self.fields["text"].validators.append(
+            MaxLengthValidator(settings.REVIEWFLOW["MAX_POST_LENGTH"])
+        )
+
+    def clean_publish_at(self):
+        value = self.cleaned_data["publish_at"]
+        if value and value < timezone.now():
+            raise forms.ValidationError(
+                "This time has passed. Choose a later one, or leave it empty to publish once approved."
+            )
+        return value
+
+    @property
+    def workflow_kwargs(self):
+        data = self.cleaned_data
+        return {
+            "text": data["text"],
+            "link": data["link"],
+            "account_ids": [a.pk for a in data["accounts"]],
+            "publish_at": data["publish_at"],
+        }
+
+
+class DecisionForm(forms.Form):
+    outcome = forms.ChoiceField(
+        choices=[("approve", "Approve"), ("request_changes", "Request changes"), ("reject", "Reject")]
+    )
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Reason",
+        help_text="Required to request changes or reject; the author sees it.",
+    )
+    revision_hash = forms.CharField(widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("outcome") in ("request_changes", "reject") and not data.get("reason", "").strip():
+            self.add_error("reason", "Say why, so the author knows what to change.")
+        return data
+
+
+class CommentForm(forms.Form):
+    comment = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Note to reviewers",
+        max_length=2000,
+    )
+
+
+class WithdrawForm(forms.Form):
+    reason = forms.CharField(required=False, label="Why withdraw (optional)", max_length=2000)

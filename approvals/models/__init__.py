@@ -1,0 +1,27 @@
+from .accounts import (
+    Membership,
+    SocialAccount,
+    Team,
+    TeamGroupObjectPermission,
+    TeamUserObjectPermission,
+)
+from .ledger import LedgerEntry
+from .posts import Post, Revision, RevisionView
+from .publishing import DeliveryAttempt, Publication, SandboxPost
+from .reviews import Decision
+
+__all__ = [
+    "Decision",
+    "DeliveryAttempt",
+    "LedgerEntry",
+    "Membership",
+    "Post",
+    "Publication",
+    "Revision",
+    "RevisionView",
+    "SandboxPost",
+    "SocialAccount",
+    "Team",
+    "TeamGroupObjectPermission",
+    "TeamUserObjectPermission",
+]

@@ -1,0 +1,235 @@
+from collections import defaultdict
+
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from approvals import workflow
+from approvals.access import post_for_user, review_queue
+from approvals.connectors import get_connector
+from approvals.diff import word_diff
+from approvals.forms import CommentForm, DecisionForm, PostForm, WithdrawForm
+from approvals.models import LedgerEntry, Post, RevisionView
+from approvals.models.posts import State, may_decide, may_retry
+from approvals.text import clean_text
+
+from .common import done, refused
+
+
+def home(request):
+    posts = (
+        Post.objects.filter(author=request.user)
+        .select_related("current_revision")
+        .order_by("-updated_at")
+    )
+    by_state = defaultdict(list)
+    for post in posts:
+        by_state[post.state].append(post)
+    groups = [(label, by_state[value]) for value, label in State.choices if by_state[value]]
+    return render(
+        request,
+        "approvals/home.html",
+        {
+            "groups": groups,
+            "is_advisor": hasattr(request.user, "membership"),
+            "queue_count": review_queue(request.user).count(),
+        },
+    )
+
+
+def _save_post(request, post=None):
+    form = PostForm(request.POST or None, user=request.user, initial=_initial(post))
+    if request.method == "POST" and form.is_valid():
+        try:
+            if post is None:
+                post = workflow.create_post(request.user, **form.workflow_kwargs)
+                return done(request, "Draft saved.", post)
+            was_approved = post.state == State.APPROVED
+            post = workflow.edit_post(post.pk, request.user, **form.workflow_kwargs)
+            if was_approved and post.state == State.IN_REVIEW:
+                message = "Saved. The approval is void: the post is back in review."
+                return done(request, message, post)
+            return done(request, "Changes saved.", post)
+        except workflow.ContentError as error:
+            for field, message in error.errors.items():
+                form.add_error(field if field in form.fields else None, message)
+        except workflow.WorkflowError as error:
+            return refused(request, error, post)
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "approvals/post_form.html", {"form": form, "post": post}, status=status
+    )
+
+
+def _initial(post):
+    if post is None:
+        return {}
+    revision = post.current_revision
+    return {
+        "text": revision.text,
+        "link": revision.link,
+        "accounts": list(revision.accounts.all()),
+        "publish_at": post.publish_at,
+    }
+
+
+def post_create(request):
+    if not hasattr(request.user, "membership"):
+        error = workflow.NotAllowed("Only advisors who belong to a team can draft posts.")
+        return refused(request, error)
+    return _save_post(request)
+
+
+def post_edit(request, pk):
+    post = post_for_user(request.user, pk)
+    if post.author_id != request.user.pk:
+        return refused(request, workflow.NotAllowed("Only the author can edit this post."), post)
+    if not post.is_editable:
+        state = post.get_state_display().lower()
+        return refused(request, workflow.Conflict(f"A post that is {state} cannot be edited."), post)
+    return _save_post(request, post)
+
+
+def preview(request):
+    """Live preview per target account, with the characters left on each network."""
+    form = PostForm(request.POST, user=request.user)
+    form.is_valid()
+    text = clean_text(request.POST.get("text", ""))
+    link = request.POST.get("link", "").strip()
+    accounts = form.cleaned_data.get("accounts") or []
+    previews = []
+    for account in accounts:
+        connector = get_connector(account.network)
+        used = connector.count(text, link)
+        limit = connector.max_length
+        previews.append(
+            {
+                "account": account,
+                "network": connector.label,
+                "used": used,
+                "limit": limit,
+                "left": None if limit is None else limit - used,
+            }
+        )
+    return render(
+        request,
+        "approvals/partials/preview.html",
+        {"text": text, "link": link, "previews": previews},
+    )
+
+
+def post_detail(request, pk):
+    return _render_detail(request, post_for_user(request.user, pk))
+
+
+def _render_detail(request, post, decision_form=None, status=200):
+    user = request.user
+    revision = post.current_revision
+    can_decide = post.state == State.IN_REVIEW and may_decide(post, user)
+    context = {
+        "post": post,
+        "revision": revision,
+        "accounts": revision.accounts.all(),
+        "is_author": post.author_id == user.pk,
+        "can_decide": can_decide,
+        "can_retry": post.state == State.FAILED and may_retry(post, user),
+        "decisions": post.decisions.select_related("reviewer", "revision"),
+        "publications": post.publications.select_related("account", "revision"),
+        "timeline": LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"),
+        "decision_form": decision_form
+        or DecisionForm(initial={"revision_hash": revision.content_hash}),
+        "comment_form": CommentForm(),
+        "withdraw_form": WithdrawForm(),
+    }
+    if can_decide:
+        context["diff"] = _diff_since_last_seen(post, user)
+        RevisionView.objects.update_or_create(
+            user=user, post=post, defaults={"revision": revision}
+        )
+    return render(request, "approvals/post_detail.html", context, status=status)
+
+
+def _diff_since_last_seen(post, user):
+    """Against the revision this reviewer last saw, else the one last decided on."""
+    seen = RevisionView.objects.filter(user=user, post=post).select_related("revision").first()
+    base = seen.revision if seen else None
+    if base is None:
+        last = post.decisions.select_related("revision").last()
+        base = last.revision if last else None
+    if base is None or base.pk == post.current_revision_id:
+        return None
+    current = post.current_revision
+    return {
+        "base": base,
+        "text": word_diff(base.text, current.text),
+        "link_changed": base.link != current.link,
+        "old_link": base.link,
+    }
+
+
+@require_POST
+def post_submit(request, pk):
+    post = post_for_user(request.user, pk)
+    form = CommentForm(request.POST)
+    if not form.is_valid():
+        return refused(request, workflow.WorkflowError(" ".join(form.errors["comment"])), post)
+    try:
+        workflow.submit(post.pk, request.user, comment=form.cleaned_data["comment"])
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, "Submitted for review.", post)
+
+
+@require_POST
+def post_withdraw(request, pk):
+    post = post_for_user(request.user, pk)
+    form = WithdrawForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        workflow.withdraw(post.pk, request.user, reason=reason)
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, "Post withdrawn.", post)
+
+
+@require_POST
+def post_retry(request, pk):
+    post = post_for_user(request.user, pk)
+    try:
+        workflow.retry(post.pk, request.user)
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, "Publishing again.", post)
+
+
+@require_POST
+def post_decide(request, pk):
+    post = post_for_user(request.user, pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        if "revision_hash" in form.errors or "outcome" in form.errors:
+            error = workflow.WorkflowError("This form is incomplete; reload the page.")
+            return refused(request, error, post)
+        return _detail_with_decision_errors(request, post, form)
+    try:
+        decision = workflow.decide(
+            post.pk,
+            request.user,
+            outcome=form.cleaned_data["outcome"],
+            reason=form.cleaned_data["reason"],
+            revision_hash=form.cleaned_data["revision_hash"],
+        )
+    except workflow.ContentError as error:
+        for field, message in error.errors.items():
+            form.add_error(field if field in form.fields else None, message)
+        return _detail_with_decision_errors(request, post, form)
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, f"{decision.get_outcome_display()}.", post)
+
+
+def _detail_with_decision_errors(request, post, form):
+    return _render_detail(request, post, decision_form=form, status=400)
+
+
+def review_queue_view(request):
+    return render(request, "approvals/queue.html", {"posts": review_queue(request.user)})

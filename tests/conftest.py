@@ -1,0 +1,155 @@
+"""Shared personas and the switches between embedded parts and real services.
+
+Personas (as healthchecks' alice/bob/charlie): in team Lyon, advisor alice and reviewers rita and
+sam; in team Paris, advisor bruno and reviewer tom; carla, compliance admin.
+"""
+
+import os
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from guardian.shortcuts import assign_perm
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # required with live_server
+
+REQUIRE_SERVICES = os.environ.get("REVIEWFLOW_REQUIRE_SERVICES") == "1"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PASSWORD = "correct horse battery"
+
+
+def _redis_reason():
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis"):
+        return "CELERY_BROKER_URL is not a Redis URL"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        return f"Redis at {url} does not answer: {error}"
+    return None
+
+
+def _missing(marker):
+    if marker == "postgres":
+        from django.conf import settings
+
+        engine = settings.DATABASES["default"]["ENGINE"]
+        return None if "postgresql" in engine else "DATABASE_URL is not a PostgreSQL URL"
+    if marker == "redis":
+        return _redis_reason()
+    if marker == "browser":
+        return None if shutil.which(CHROMIUM) else f"no Chromium at {CHROMIUM}"
+    return None
+
+
+def pytest_runtest_setup(item):
+    for marker in ("postgres", "redis", "browser"):
+        if item.get_closest_marker(marker) and (reason := _missing(marker)):
+            if REQUIRE_SERVICES:
+                pytest.fail(f"REVIEWFLOW_REQUIRE_SERVICES=1 but {reason}")
+            pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _ledger_append_only(request):
+    """Keep the ledger's triggers on during every test, off only for a transactional flush.
+
+    A transactional test ends with a flush (DELETE on SQLite, TRUNCATE on PostgreSQL) that the
+    triggers rightly refuse, so they are removed just before it and reinstalled for the next test.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker and marker.kwargs.get("transaction")) or (
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    if not marker and not transactional and "db" not in request.fixturenames:
+        yield
+        return
+    from approvals.ledger import set_append_only
+
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    set_append_only(connection, True)
+    yield
+    if transactional:
+        set_append_only(connection, False)
+
+
+def make_user(django_user_model, username, **extra):
+    return django_user_model.objects.create_user(
+        username, f"{username}@example.com", PASSWORD, **extra
+    )
+
+
+@pytest.fixture
+def world(django_user_model):
+    """The personas, two teams and their accounts."""
+    from approvals.models import Membership, SocialAccount, Team
+
+    lyon, paris = Team.objects.create(name="Lyon"), Team.objects.create(name="Paris")
+    w = SimpleNamespace(lyon=lyon, paris=paris)
+    for name in ("alice", "bruno", "rita", "sam", "tom", "carla"):
+        setattr(w, name, make_user(django_user_model, name))
+    Membership.objects.create(user=w.alice, team=lyon)
+    Membership.objects.create(user=w.bruno, team=paris)
+    for reviewer in (w.rita, w.sam):
+        assign_perm("approvals.review_team", reviewer, lyon)
+    assign_perm("approvals.review_team", w.tom, paris)
+    w.carla.is_staff = True
+    w.carla.save()
+    admins = Group.objects.create(name="Compliance admins")
+    admins.permissions.set(Permission.objects.filter(content_type__app_label="approvals"))
+    w.carla.groups.add(admins)
+    w.lyon_sandbox = SocialAccount.objects.create(
+        team=lyon, network="sandbox", name="Lyon branch", handle="@lyon", validated=True
+    )
+    w.paris_sandbox = SocialAccount.objects.create(
+        team=paris, network="sandbox", name="Paris branch", handle="@paris", validated=True
+    )
+    w.lyon_unvalidated = SocialAccount.objects.create(
+        team=lyon, network="sandbox", name="Lyon pending", validated=False
+    )
+    return w
+
+
+@pytest.fixture
+def draft(world):
+    """A draft by alice for the Lyon sandbox account."""
+    from approvals import workflow
+
+    return workflow.create_post(
+        world.alice,
+        text="Nos conseillers vous accueillent samedi. Rates < 3% & no fees.",
+        account_ids=[world.lyon_sandbox.pk],
+    )
+
+
+@pytest.fixture
+def in_review(world, draft):
+    from approvals import workflow
+
+    return workflow.submit(draft.pk, world.alice)
+
+
+def login(client, user):
+    client.force_login(user)
+    return client

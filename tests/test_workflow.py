@@ -1,0 +1,104 @@
+"""The lifecycle: every move a named transition, through approvals.workflow, with its ledger entry."""
+
+import pytest
+from django_fsm import TransitionNotAllowed
+
+from approvals import ledger, workflow
+from approvals.models import Decision, LedgerEntry, Post, SandboxPost
+from approvals.models.posts import State
+
+pytestmark = pytest.mark.django_db
+
+
+def events(post):
+    return list(LedgerEntry.objects.filter(post_id=post.pk).values_list("event", flat=True))
+
+
+def approve(post, reviewer):
+    post.refresh_from_db()
+    return workflow.decide(
+        post.pk,
+        reviewer,
+        outcome="approve",
+        revision_hash=post.current_revision.content_hash,
+    )
+
+
+def test_state_field_is_protected(draft):
+    with pytest.raises(AttributeError):
+        draft.state = State.APPROVED
+    with pytest.raises(TransitionNotAllowed):
+        draft.approve()  # approving a draft is not a transition
+
+
+def test_full_path_draft_to_published_writes_one_entry_per_move(
+    world, in_review, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        approve(in_review, world.rita)
+    post = Post.objects.get(pk=in_review.pk)
+    assert post.state == State.PUBLISHED
+    assert events(post) == [
+        "post.created",
+        "post.submitted",
+        "post.approved",
+        "post.released",
+        "publication.delivered",
+        "post.published",
+    ]
+    published = SandboxPost.objects.get()
+    assert published.text == post.approved_revision.text
+    assert ledger.verify() is None
+
+
+def test_changes_requested_then_resubmitted_by_author(world, in_review):
+    revision_hash = in_review.current_revision.content_hash
+    workflow.decide(
+        in_review.pk, world.rita, outcome="request_changes", reason="Add the risk warning.",
+        revision_hash=revision_hash,
+    )
+    workflow.edit_post(
+        in_review.pk, world.alice, text="Rates < 3%. Capital at risk.",
+        account_ids=[world.lyon_sandbox.pk],
+    )
+    post = workflow.submit(in_review.pk, world.alice, comment="Warning added")
+    assert post.state == State.IN_REVIEW
+    assert post.current_revision.number == 2
+    entry = LedgerEntry.objects.get(event="post.changes_requested")
+    assert entry.payload["reason"] == "Add the risk warning." and entry.actor == "rita"
+
+
+def test_author_can_never_decide_on_own_post(world, django_user_model, in_review):
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("approvals.review_team", world.alice, world.lyon)  # even when granted
+    with pytest.raises(workflow.NotAllowed):
+        approve(in_review, world.alice)
+    in_review.refresh_from_db()
+    assert in_review.state == State.IN_REVIEW
+    assert not Decision.objects.exists()
+
+
+def test_reviewer_of_another_team_cannot_decide(world, in_review):
+    with pytest.raises(workflow.NotAllowed):
+        approve(in_review, world.tom)
+    assert Post.objects.get(pk=in_review.pk).state == State.IN_REVIEW
+
+
+def test_refused_move_changes_nothing_and_logs_nothing(world, draft):
+    before = LedgerEntry.objects.count()
+    with pytest.raises(workflow.Conflict):
+        workflow.retry(draft.pk, world.alice)
+    assert LedgerEntry.objects.count() == before
+    assert Post.objects.get(pk=draft.pk).state == State.DRAFT
+
+
+def test_rejection_and_withdrawal_are_final(world, in_review, draft):
+    workflow.decide(
+        in_review.pk, world.sam, outcome="reject", reason="Misleading.",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    with pytest.raises(workflow.Conflict):
+        workflow.submit(in_review.pk, world.alice)
+    with pytest.raises(workflow.Conflict):
+        workflow.edit_post(in_review.pk, world.alice, text="x", account_ids=[world.lyon_sandbox.pk])
