@@ -1,0 +1,82 @@
+"""Settings come from the environment, fail loudly on bad values, and pass the deploy check."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "reviewflow.settings",
+    "DEBUG": "0",
+    "SECRET_KEY": "x7#kq!v2@pZ9r$Lm4&nW8^tB1*cY6(eH3)jU5+fA0-gS9=dR2_oI7~uE4",
+    "ALLOWED_HOSTS": "reviewflow.example.com",
+    "DATABASE_URL": "sqlite:///:memory:",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+def manage(*args, **env):
+    test_only = {"REVIEWFLOW_VAR_DIR", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    base = {k: v for k, v in os.environ.items() if k not in PRODUCTION and k not in test_only}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_with_production_values():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_missing_secret_key_in_production_fails_loudly():
+    env = {**PRODUCTION, "SECRET_KEY": ""}
+    result = manage("check", **env)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+@pytest.mark.parametrize("name,value", [("DEBUG", "perhaps"), ("DATABASE_CONN_MAX_AGE", "ten")])
+def test_malformed_values_are_named(name, value):
+    result = manage("check", **{**PRODUCTION, name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_settings_read_database_and_broker_from_environment():
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'],"
+        " s.CELERY_BROKER_URL, s.ALLOWED_HOSTS, s.DEBUG)"
+    )
+    env = {
+        **PRODUCTION,
+        "DATABASE_URL": "postgres://rf:pw@db.internal:5432/reviewflow",
+    }
+    result = manage("shell", "--no-imports", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "reviewflow",
+        "redis://127.0.0.1:6379/0",
+        "['reviewflow.example.com']",
+        "False",
+    ]
+
+
+def test_defaults_need_no_server(tmp_path):
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['NAME'], s.CELERY_BROKER_URL)"
+    )
+    result = manage("shell", "--no-imports", "-c", code, DEBUG="1", REVIEWFLOW_VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "reviewflow.sqlite3"), "filesystem://"]
