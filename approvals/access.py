@@ -1,6 +1,6 @@
 """Who may see which post: written once, used by every view."""
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import Http404
 from guardian.shortcuts import get_objects_for_user
 
@@ -37,5 +37,5 @@ def review_queue(user):
         Post.objects.filter(state=State.IN_REVIEW, team__in=reviewable_teams(user))
         .exclude(author=user)
         .select_related("current_revision", "team", "author")
-        .order_by("publish_at", "submitted_at")
+        .order_by(F("publish_at").asc(nulls_last=True), "submitted_at")
     )

@@ -1,7 +1,8 @@
 import difflib
 import re
 
-_TOKENS = re.compile(r"\s+|[^\s]+")
+# A word with the spaces after it, so a changed phrase reads as one change, not word by word.
+_TOKENS = re.compile(r"\s+|\S+\s*")
 
 
 def word_diff(old, new):
@@ -9,7 +10,7 @@ def word_diff(old, new):
     a, b = _TOKENS.findall(old), _TOKENS.findall(new)
     chunks = []
     for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op in ("equal",):
+        if op == "equal":
             chunks.append(("equal", "".join(a[a1:a2])))
             continue
         if op in ("delete", "replace"):

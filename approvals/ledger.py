@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -58,7 +59,9 @@ def set_append_only(conn, enabled):
 
 
 def canonical_json(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder
+    )
 
 
 def entry_hash(prev_hash, seq, created_at, actor_id, actor, event, post_id, payload):

@@ -1,0 +1,156 @@
+"""What each role sees: the advisor's home, the reviewer's queue and review page, the admin."""
+
+import pytest
+from django.urls import reverse
+
+from approvals import workflow
+from approvals.models import LedgerEntry, SocialAccount
+
+from .conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def test_logged_out_user_is_sent_to_login_from_every_page(client, in_review):
+    for url in [
+        reverse("home"),
+        reverse("post_create"),
+        reverse("post_detail", args=[in_review.pk]),
+        reverse("review_queue"),
+        reverse("sandbox_index"),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login"))
+
+
+def test_bad_credentials_get_a_clear_error(client, world):
+    response = client.post(reverse("login"), {"username": "alice", "password": "nope"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 302
+
+
+def test_home_lists_the_advisors_posts_by_state(client, world, draft, in_review):
+    other = workflow.create_post(world.alice, text="Second draft", account_ids=[world.lyon_sandbox.pk])
+    client.force_login(world.alice)
+    page = client.get(reverse("home")).content.decode()
+    assert page.index("Draft") < page.index("Second draft")
+    assert "In review" in page
+    assert reverse("post_detail", args=[other.pk]) in page
+
+
+def test_queue_holds_only_granted_teams_and_never_own_posts(client, world, in_review):
+    paris_post = workflow.submit(
+        workflow.create_post(world.bruno, text="Paris", account_ids=[world.paris_sandbox.pk]).pk,
+        world.bruno,
+    )
+    client.force_login(world.rita)
+    queue = client.get(reverse("review_queue")).content.decode()
+    assert reverse("post_detail", args=[in_review.pk]) in queue
+    assert reverse("post_detail", args=[paris_post.pk]) not in queue
+    client.force_login(world.tom)
+    queue = client.get(reverse("review_queue")).content.decode()
+    assert reverse("post_detail", args=[paris_post.pk]) in queue
+    assert reverse("post_detail", args=[in_review.pk]) not in queue
+
+
+def test_queue_orders_soonest_publish_time_then_oldest(client, world):
+    from django.utils import timezone
+
+    ids = []
+    for hours in (None, 48, 2):
+        publish_at = timezone.now() + timezone.timedelta(hours=hours) if hours else None
+        post = workflow.create_post(
+            world.alice, text=f"due {hours}", account_ids=[world.lyon_sandbox.pk],
+            publish_at=publish_at,
+        )
+        ids.append(workflow.submit(post.pk, world.alice).pk)
+    client.force_login(world.rita)
+    posts = list(client.get(reverse("review_queue")).context["posts"])
+    assert [p.pk for p in posts] == [ids[2], ids[1], ids[0]]
+
+
+def test_review_page_has_decision_buttons_for_reviewers_only(client, world, in_review):
+    url = reverse("post_detail", args=[in_review.pk])
+    client.force_login(world.rita)
+    page = client.get(url).content.decode()
+    for button in ("Approve", "Request changes", "Reject"):
+        assert f">{button}</button>" in page
+    client.force_login(world.alice)
+    page = client.get(url).content.decode()
+    assert ">Approve</button>" not in page
+    response = client.post(
+        reverse("post_decide", args=[in_review.pk]),
+        {"outcome": "approve", "revision_hash": in_review.current_revision.content_hash},
+    )
+    assert response.status_code == 403
+    assert "your own post" in response.content.decode()
+
+
+def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, world, in_review):
+    client.force_login(world.rita)
+    client.get(reverse("post_detail", args=[in_review.pk]))  # rita sees revision 1
+    workflow.decide(
+        in_review.pk, world.rita, outcome="request_changes", reason="Add the warning",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    workflow.edit_post(
+        in_review.pk, world.alice,
+        text="Nos conseillers vous accueillent samedi. Capital at risk.",
+        account_ids=[world.lyon_sandbox.pk],
+    )
+    workflow.submit(in_review.pk, world.alice)
+    page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
+    assert "Changes since revision 1" in page
+    assert "<ins>Capital at risk.</ins>" in page
+    assert "<del>Rates &lt; 3% &amp; no fees.</del>" in page
+
+
+def test_preview_counts_characters_left_per_network(client, world):
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_preview"),
+        {"text": "x" * 120, "accounts": [world.lyon_sandbox.pk]},
+        headers={"HX-Request": "true"},
+    )
+    assert "380 characters left of 500" in response.content.decode()
+
+
+def test_timeline_shows_who_did_what_with_reasons(client, world, in_review):
+    workflow.decide(
+        in_review.pk, world.sam, outcome="request_changes", reason="Mention the fees <clearly>",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    client.force_login(world.alice)
+    page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
+    assert "requested changes on revision 1" in page
+    assert "Mention the fees &lt;clearly&gt;" in page
+
+
+def test_ledger_is_read_only_in_admin_and_admin_changes_are_logged(client, world, draft):
+    client.force_login(world.carla)
+    entry = LedgerEntry.objects.first()
+    change_url = reverse("admin:approvals_ledgerentry_change", args=[entry.pk])
+    assert client.get(reverse("admin:approvals_ledgerentry_changelist")).status_code == 200
+    assert client.post(change_url, {"event": "forged"}).status_code == 403
+    assert client.get(reverse("admin:approvals_ledgerentry_add")).status_code == 403
+    response = client.post(
+        reverse("admin:approvals_socialaccount_add"),
+        {
+            "team": world.lyon.pk,
+            "network": "webhook",
+            "name": "Lyon CRM",
+            "handle": "",
+            "validated": "on",
+            "settings": '{"url": "https://crm.example.com/hook", "secret": ""}',
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account = SocialAccount.objects.get(name="Lyon CRM")
+    assert account.settings["secret"].startswith("whsec_")
+    assert account.validated_by == world.carla
+    logged = LedgerEntry.objects.get(event="admin.socialaccount.added")
+    assert logged.actor == "carla" and logged.payload["after"]["name"] == "Lyon CRM"
+    assert "secret" not in str(logged.payload)
