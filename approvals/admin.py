@@ -12,8 +12,11 @@ from .models.accounts import Membership
 
 def _snapshot(obj):
     data = model_to_dict(obj)
-    return {key: (value.pk if hasattr(value, "pk") else value) for key, value in data.items()
-            if not isinstance(value, list | tuple | set) and key != "settings"}
+    return {
+        key: (value.pk if hasattr(value, "pk") else value)
+        for key, value in data.items()
+        if not isinstance(value, list | tuple | set) and key != "settings"
+    }
 
 
 class LedgeredAdmin(admin.ModelAdmin):

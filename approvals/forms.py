@@ -51,7 +51,8 @@ class PostForm(forms.Form):
         value = self.cleaned_data["publish_at"]
         if value and value < timezone.now():
             raise forms.ValidationError(
-                "This time has passed. Choose a later one, or leave it empty to publish once approved."
+                "This time has passed. Choose a later one, "
+                "or leave it empty to publish once approved."
             )
         return value
 
@@ -68,7 +69,11 @@ class PostForm(forms.Form):
 
 class DecisionForm(forms.Form):
     outcome = forms.ChoiceField(
-        choices=[("approve", "Approve"), ("request_changes", "Request changes"), ("reject", "Reject")]
+        choices=[
+            ("approve", "Approve"),
+            ("request_changes", "Request changes"),
+            ("reject", "Reject"),
+        ]
     )
     reason = forms.CharField(
         required=False,
@@ -80,7 +85,10 @@ class DecisionForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if data.get("outcome") in ("request_changes", "reject") and not data.get("reason", "").strip():
+        if (
+            data.get("outcome") in ("request_changes", "reject")
+            and not data.get("reason", "").strip()
+        ):
             self.add_error("reason", "Say why, so the author knows what to change.")
         return data
 

@@ -48,7 +48,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG and not env_bool("REVIEWFLOW_INSECURE_DEV_KEY", False):
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set it (50+ random characters), or run with DEBUG=1 for development."
+            "SECRET_KEY is not set. Set it (50+ random characters), "
+            "or run with DEBUG=1 for development."
         )
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
 

@@ -97,8 +97,14 @@ def test_verify_ledger_finds_a_recomputed_hash(chain):
     """Rewriting a row and its own hash still breaks the next entry's link."""
     entry = chain[3]
     forged = ledger.entry_hash(
-        entry.prev_hash, entry.seq, entry.created_at, entry.actor_id, "mallory",
-        entry.event, entry.post_id, entry.payload,
+        entry.prev_hash,
+        entry.seq,
+        entry.created_at,
+        entry.actor_id,
+        "mallory",
+        entry.event,
+        entry.post_id,
+        entry.payload,
     )
     _tamper(
         "UPDATE approvals_ledgerentry SET actor = 'mallory', hash = %s WHERE seq = %s",

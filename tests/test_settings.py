@@ -77,6 +77,8 @@ def test_defaults_need_no_server(tmp_path):
         "from django.conf import settings as s;"
         "print(s.DATABASES['default']['NAME'], s.CELERY_BROKER_URL)"
     )
-    result = manage("shell", "--no-imports", "-c", code, DEBUG="1", REVIEWFLOW_VAR_DIR=str(tmp_path))
+    result = manage(
+        "shell", "--no-imports", "-c", code, DEBUG="1", REVIEWFLOW_VAR_DIR=str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "reviewflow.sqlite3"), "filesystem://"]

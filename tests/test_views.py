@@ -33,7 +33,9 @@ def test_bad_credentials_get_a_clear_error(client, world):
 
 
 def test_home_lists_the_advisors_posts_by_state(client, world, draft, in_review):
-    other = workflow.create_post(world.alice, text="Second draft", account_ids=[world.lyon_sandbox.pk])
+    other = workflow.create_post(
+        world.alice, text="Second draft", account_ids=[world.lyon_sandbox.pk]
+    )
     client.force_login(world.alice)
     page = client.get(reverse("home")).content.decode()
     assert page.index("Draft") < page.index("Second draft")
@@ -63,7 +65,9 @@ def test_queue_orders_soonest_publish_time_then_oldest(client, world):
     for hours in (None, 48, 2):
         publish_at = timezone.now() + timezone.timedelta(hours=hours) if hours else None
         post = workflow.create_post(
-            world.alice, text=f"due {hours}", account_ids=[world.lyon_sandbox.pk],
+            world.alice,
+            text=f"due {hours}",
+            account_ids=[world.lyon_sandbox.pk],
             publish_at=publish_at,
         )
         ids.append(workflow.submit(post.pk, world.alice).pk)
@@ -93,11 +97,15 @@ def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, worl
     client.force_login(world.rita)
     client.get(reverse("post_detail", args=[in_review.pk]))  # rita sees revision 1
     workflow.decide(
-        in_review.pk, world.rita, outcome="request_changes", reason="Add the warning",
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the warning",
         revision_hash=in_review.current_revision.content_hash,
     )
     workflow.edit_post(
-        in_review.pk, world.alice,
+        in_review.pk,
+        world.alice,
         text="Nos conseillers vous accueillent samedi. Capital at risk.",
         account_ids=[world.lyon_sandbox.pk],
     )
@@ -120,7 +128,10 @@ def test_preview_counts_characters_left_per_network(client, world):
 
 def test_timeline_shows_who_did_what_with_reasons(client, world, in_review):
     workflow.decide(
-        in_review.pk, world.sam, outcome="request_changes", reason="Mention the fees <clearly>",
+        in_review.pk,
+        world.sam,
+        outcome="request_changes",
+        reason="Mention the fees <clearly>",
         revision_hash=in_review.current_revision.content_hash,
     )
     client.force_login(world.alice)

@@ -1,4 +1,4 @@
-"""The lifecycle: every move a named transition, through approvals.workflow, with its ledger entry."""
+"""The lifecycle: every move a named transition, through approvals.workflow, with a ledger entry."""
 
 import pytest
 from django_fsm import TransitionNotAllowed
@@ -54,11 +54,16 @@ def test_full_path_draft_to_published_writes_one_entry_per_move(
 def test_changes_requested_then_resubmitted_by_author(world, in_review):
     revision_hash = in_review.current_revision.content_hash
     workflow.decide(
-        in_review.pk, world.rita, outcome="request_changes", reason="Add the risk warning.",
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the risk warning.",
         revision_hash=revision_hash,
     )
     workflow.edit_post(
-        in_review.pk, world.alice, text="Rates < 3%. Capital at risk.",
+        in_review.pk,
+        world.alice,
+        text="Rates < 3%. Capital at risk.",
         account_ids=[world.lyon_sandbox.pk],
     )
     post = workflow.submit(in_review.pk, world.alice, comment="Warning added")
@@ -95,7 +100,10 @@ def test_refused_move_changes_nothing_and_logs_nothing(world, draft):
 
 def test_rejection_and_withdrawal_are_final(world, in_review, draft):
     workflow.decide(
-        in_review.pk, world.sam, outcome="reject", reason="Misleading.",
+        in_review.pk,
+        world.sam,
+        outcome="reject",
+        reason="Misleading.",
         revision_hash=in_review.current_revision.content_hash,
     )
     with pytest.raises(workflow.Conflict):

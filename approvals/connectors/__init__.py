@@ -1,4 +1,4 @@
-"""Publishing connectors: one module per network behind one interface, found through one registry."""
+"""Publishing connectors: one module per network behind one interface, found by one registry."""
 
 from functools import cache
 

@@ -73,7 +73,9 @@ class Connector:
         if not account.validated:
             raise DeliveryError("the account is not validated by compliance", permanent=True)
         if account.pk not in content.account_ids:
-            raise DeliveryError("the account is not a target of the approved revision", permanent=True)
+            raise DeliveryError(
+                "the account is not a target of the approved revision", permanent=True
+            )
         return self.publish(account, content, publication.idempotency_key)
 
     def publish(self, account, content: ReleasedContent, idempotency_key) -> Delivered:

@@ -221,3 +221,6 @@ class RevisionView(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "post"], name="revision_view_unique")
         ]
+
+    def __str__(self):
+        return f"{self.user} saw {self.revision}"

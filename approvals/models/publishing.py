@@ -16,7 +16,9 @@ class Publication(models.Model):
         DELIVERED = "delivered", "Published"
         FAILED = "failed", "Failed"
 
-    post = models.ForeignKey("approvals.Post", on_delete=models.PROTECT, related_name="publications")
+    post = models.ForeignKey(
+        "approvals.Post", on_delete=models.PROTECT, related_name="publications"
+    )
     revision = models.ForeignKey(
         "approvals.Revision", on_delete=models.PROTECT, related_name="publications"
     )
@@ -60,6 +62,9 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["at"]
 
+    def __str__(self):
+        return f"{'ok' if self.ok else 'failed'}: {self.publication} at {self.at}"
+
 
 class SandboxPost(models.Model):
     """What the built-in sandbox network shows on its feed."""
@@ -75,3 +80,6 @@ class SandboxPost(models.Model):
 
     class Meta:
         ordering = ["-published_at"]
+
+    def __str__(self):
+        return f"{self.account} #{self.pk}"
