@@ -19,7 +19,9 @@ def create_publications(post):
     """One publication per target account of the approved revision (unique in the database)."""
     revision = post.approved_revision
     return [
-        Publication.objects.get_or_create(revision=revision, account=account, defaults={"post": post})[0]
+        Publication.objects.get_or_create(
+            revision=revision, account=account, defaults={"post": post}
+        )[0]
         for account in revision.accounts.all()
     ]
 
@@ -94,7 +96,10 @@ def _finish(publication, *, ok, detail, delivered=None):
     changes = {"state": Publication.State.DELIVERED if ok else Publication.State.FAILED}
     if ok:
         changes.update(
-            external_id=delivered.external_id, external_url=delivered.url, delivered_at=now, error=""
+            external_id=delivered.external_id,
+            external_url=delivered.url,
+            delivered_at=now,
+            error="",
         )
     else:
         changes["error"] = detail
@@ -139,19 +144,25 @@ def reset_failed(post):
 
 def recover_stalled(now=None):
     """Put back publications whose worker died mid-delivery (same idempotency key)."""
+    from . import workflow
+
     now = now or timezone.now()
     lease = timezone.timedelta(seconds=settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"])
-    stalled = list(
-        Publication.objects.filter(
-            state=Publication.State.SENDING, claimed_at__lt=now - lease
-        ).values_list("pk", "claimed_at")
-    )
-    recovered = [
-        pk
-        for pk, claimed_at in stalled
-        if Publication.objects.filter(
-            pk=pk, state=Publication.State.SENDING, claimed_at=claimed_at
-        ).update(state=Publication.State.PENDING)
-    ]
-    enqueue_deliveries(Publication.objects.filter(pk__in=recovered))
-    return recovered
+    stalled = Publication.objects.filter(
+        state=Publication.State.SENDING, claimed_at__lt=now - lease
+    ).select_related("account", "revision")
+    recovered = []
+    for publication in stalled:
+        if publication.attempts >= settings.REVIEWFLOW["DELIVERY_MAX_CLAIMS"]:
+            detail = (
+                f"the delivery did not complete in {publication.attempts} tries; "
+                "check the receiver before retrying"
+            )
+            _finish(publication, ok=False, detail=detail)
+            workflow.settle(publication.post_id)
+        elif Publication.objects.filter(
+            pk=publication.pk, state=Publication.State.SENDING, claimed_at=publication.claimed_at
+        ).update(state=Publication.State.PENDING):
+            recovered.append(publication)
+    transaction.on_commit(lambda: enqueue_deliveries(recovered))
+    return [p.pk for p in recovered]

@@ -36,6 +36,16 @@ def env_int(name, default):
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
 
 
+def env_float(name, default):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
 def env_list(name, default):
     value = os.environ.get(name)
     if value is None:
@@ -207,9 +217,12 @@ REVIEWFLOW = {
     # A publication claimed by a worker that has not reported back after this is retried
     # (with the same idempotency key, so a receiver can drop a duplicate).
     "DELIVERY_LEASE_SECONDS": env_int("REVIEWFLOW_DELIVERY_LEASE_SECONDS", 300),
-    "WEBHOOK_TIMEOUT_SECONDS": env_int("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", 10),
+    "WEBHOOK_TIMEOUT_SECONDS": env_float("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", 10),
     "WEBHOOK_MAX_ATTEMPTS": env_int("REVIEWFLOW_WEBHOOK_MAX_ATTEMPTS", 4),
-    "WEBHOOK_BACKOFF_SECONDS": float(os.environ.get("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", "1")),
+    "WEBHOOK_BACKOFF_SECONDS": env_float("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", 1.0),
+    # A publication whose worker vanished this many times is failed for a person to look at,
+    # so a delivery that kills workers (or cannot be recorded) never loops forever.
+    "DELIVERY_MAX_CLAIMS": env_int("REVIEWFLOW_DELIVERY_MAX_CLAIMS", 5),
 }
 
 LOGGING = {

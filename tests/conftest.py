@@ -153,3 +153,15 @@ def in_review(world, draft):
 def login(client, user):
     client.force_login(user)
     return client
+
+
+# --- Webhook receiver (tests/webhook_receiver.py) ------------------------------------------------
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A real local HTTP server that verifies Standard Webhooks signatures; see its module."""
+    from tests.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as receiver:
+        yield receiver

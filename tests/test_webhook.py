@@ -229,3 +229,37 @@ def test_clean_settings_keeps_a_valid_secret(world):
         {"url": "  https://receiver.example/hook  ", "secret": secret}
     )
     assert cleaned == {"url": "https://receiver.example/hook", "secret": secret}
+
+
+@pytest.mark.parametrize(
+    "answer, external_id, external_url",
+    [
+        ({"id": "abc", "url": "javascript:alert(1)"}, "abc", ""),
+        ({"id": "abc", "url": "https://receiver.example/" + "p" * 2100}, "abc", ""),
+        ({"id": "abc", "url": "http://[::1"}, "abc", ""),
+        (
+            {"id": "x" * 300, "url": "https://receiver.example/ok"},
+            "x" * 200,
+            "https://receiver.example/ok",
+        ),
+        (["not", "an", "object"], None, ""),
+    ],
+)
+def test_an_odd_answer_still_counts_as_delivered(
+    world,
+    hook_account,
+    webhook_receiver,
+    django_capture_on_commit_callbacks,
+    answer,
+    external_id,
+    external_url,
+):
+    webhook_receiver.answer_with(answer)
+
+    post = publish_through(world, hook_account, django_capture_on_commit_callbacks)
+
+    publication = Publication.objects.get(post=post)
+    assert post.state == State.PUBLISHED, publication.error
+    assert len(webhook_receiver.received) == 1
+    assert publication.external_id == (external_id or publication.idempotency_key)
+    assert publication.external_url == external_url

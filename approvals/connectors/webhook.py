@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from .base import Connector, Delivered, DeliveryError
 
 SECRET_PREFIX = "whsec_"
+URL_MAX_LENGTH = 2000  # Publication.external_url
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -119,6 +120,10 @@ class WebhookConnector(Connector):
         if not isinstance(answer, dict):
             answer = {}
         url = str(answer.get("url") or "")
-        if urlsplit(url).scheme not in ("http", "https"):
-            url = ""  # never render a javascript: link a receiver sent back
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError:  # e.g. "http://[::1": the post is out, keep the delivery
+            scheme = ""
+        if scheme not in ("http", "https") or len(url) > URL_MAX_LENGTH:
+            url = ""  # never render a javascript: link a receiver sent back; never overflow
         return Delivered(external_id=str(answer.get("id") or idempotency_key)[:200], url=url)

@@ -85,7 +85,8 @@ def post_edit(request, pk):
         return refused(request, workflow.NotAllowed("Only the author can edit this post."), post)
     if not post.is_editable:
         state = post.get_state_display().lower()
-        return refused(request, workflow.Conflict(f"A post that is {state} cannot be edited."), post)
+        error = workflow.Conflict(f"A post that is {state} cannot be edited.")
+        return refused(request, error, post)
     return _save_post(request, post)
 
 

@@ -1,0 +1,241 @@
+"""At-most-once delivery: the claim, one publication per target, crash recovery, release gate."""
+
+from types import SimpleNamespace
+
+import pytest
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from approvals import publishing, workflow
+from approvals.connectors import ReleasedContent, get_connector
+from approvals.models import LedgerEntry, Post, Publication, SandboxPost, SocialAccount
+from approvals.models.posts import State
+from approvals.tasks import deliver_publication
+
+pytestmark = pytest.mark.django_db
+
+TEXT = "Portes ouvertes samedi : taux < 3 %, sans frais."
+
+
+@pytest.fixture
+def hook_account(world, webhook_receiver):
+    account = SocialAccount(
+        team=world.lyon,
+        network="webhook",
+        name="Lyon intranet",
+        settings={"url": webhook_receiver.url, "secret": ""},
+        validated=True,
+    )
+    account.full_clean()
+    account.save()
+    webhook_receiver.secret = account.settings["secret"]
+    return account
+
+
+@pytest.fixture(params=["sandbox", "webhook"])
+def target(request, world):
+    """The account to publish to; `received()` counts what reached its network (duplicates too),
+    `processed()` what a receiver that drops duplicate keys would have published."""
+    if request.param == "sandbox":
+        count = SandboxPost.objects.count  # the sandbox itself accepts one post per key
+        return SimpleNamespace(account=world.lyon_sandbox, received=count, processed=count)
+    receiver = request.getfixturevalue("webhook_receiver")
+    return SimpleNamespace(
+        account=request.getfixturevalue("hook_account"),
+        received=lambda: len(receiver.received),
+        processed=lambda: len(receiver.delivered_ids),
+    )
+
+
+def approved(world, account, callbacks_fixture):
+    """An approved post whose on-commit release is captured, not run; returns (post, callbacks)."""
+    post = workflow.create_post(world.alice, text=TEXT, account_ids=[account.pk])
+    workflow.submit(post.pk, world.alice)
+    with callbacks_fixture(execute=False) as callbacks:
+        workflow.decide(
+            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
+        )
+    assert len(callbacks) == 1  # the release
+    return Post.objects.get(pk=post.pk), callbacks
+
+
+def released(world, account, callbacks_fixture):
+    """A post released to its connectors, with its publication pending (delivery not run)."""
+    post, _ = approved(world, account, callbacks_fixture)
+    with callbacks_fixture(execute=False):
+        workflow.release(post.pk)
+    post.refresh_from_db()
+    assert post.state == State.PUBLISHING
+    return post, Publication.objects.get(post=post)
+
+
+def test_delivering_twice_delivers_once(world, django_capture_on_commit_callbacks):
+    post, publication = released(world, world.lyon_sandbox, django_capture_on_commit_callbacks)
+
+    assert publishing.deliver(publication.pk) is True
+    assert publishing.deliver(publication.pk) is False
+    deliver_publication.apply(args=[publication.pk]).get()
+
+    assert SandboxPost.objects.count() == 1
+    publication.refresh_from_db()
+    assert publication.state == Publication.State.DELIVERED and publication.attempts == 1
+    assert LedgerEntry.objects.filter(event="publication.delivered").count() == 1
+    post.refresh_from_db()
+    assert post.state == State.PUBLISHED
+
+
+def test_the_webhook_is_called_once_when_delivery_runs_twice(
+    world, hook_account, webhook_receiver, django_capture_on_commit_callbacks
+):
+    _, publication = released(world, hook_account, django_capture_on_commit_callbacks)
+
+    deliver_publication.apply(args=[publication.pk]).get()
+    deliver_publication.apply(args=[publication.pk]).get()
+
+    assert len(webhook_receiver.received) == 1
+    assert webhook_receiver.delivered_ids == [publication.idempotency_key]
+
+
+def test_one_publication_per_revision_and_account(world, django_capture_on_commit_callbacks):
+    post, publication = released(world, world.lyon_sandbox, django_capture_on_commit_callbacks)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Publication.objects.create(
+            post=post, revision=publication.revision, account=publication.account
+        )
+    assert publishing.create_publications(post) == [publication]  # get, not create
+    assert Publication.objects.count() == 1
+
+
+def test_a_fresh_claim_is_left_alone(world, django_capture_on_commit_callbacks):
+    _, publication = released(world, world.lyon_sandbox, django_capture_on_commit_callbacks)
+    assert publishing.claim(publication.pk)
+
+    assert publishing.recover_stalled() == []
+    lease = settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"]
+    almost = timezone.now() + timezone.timedelta(seconds=lease - 5)
+    assert publishing.recover_stalled(now=almost) == []
+
+    publication.refresh_from_db()
+    assert publication.state == Publication.State.SENDING
+    assert SandboxPost.objects.count() == 0
+    assert publishing.deliver(publication.pk) is False  # still claimed: nobody else delivers
+
+
+def test_a_crashed_worker_publication_is_recovered_and_delivered_once(
+    world, target, django_capture_on_commit_callbacks
+):
+    post, publication = released(world, target.account, django_capture_on_commit_callbacks)
+
+    # A worker claims the publication and dies before it records the outcome.
+    assert publishing.claim(publication.pk)
+    lease = settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"]
+    later = timezone.now() + timezone.timedelta(seconds=lease + 1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert publishing.recover_stalled(now=later) == [publication.pk]  # delivers (eager)
+
+    assert target.received() == 1 and target.processed() == 1
+    assert publishing.recover_stalled(now=later) == []
+    publication.refresh_from_db()
+    post.refresh_from_db()
+    assert publication.state == Publication.State.DELIVERED
+    assert post.state == State.PUBLISHED
+    assert LedgerEntry.objects.filter(event="publication.delivered").count() == 1
+
+
+def test_a_crash_mid_request_repeats_the_same_webhook_id(
+    world, hook_account, webhook_receiver, django_capture_on_commit_callbacks
+):
+    _, publication = released(world, hook_account, django_capture_on_commit_callbacks)
+
+    # A worker claims, sends the request (the receiver accepts it), then dies before recording.
+    assert publishing.claim(publication.pk)
+    publication.refresh_from_db()
+    get_connector("webhook").deliver(publication, ReleasedContent.of(publication.revision))
+    lease = settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"]
+    later = timezone.now() + timezone.timedelta(seconds=lease + 1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert publishing.recover_stalled(now=later) == [publication.pk]
+
+    publication.refresh_from_db()
+    assert publication.state == Publication.State.DELIVERED
+    first, second = webhook_receiver.received
+    assert first.verified and second.verified
+    assert first.webhook_id == second.webhook_id == publication.idempotency_key
+    # A receiver that drops duplicate webhook-ids processes it once.
+    assert webhook_receiver.delivered_ids == [publication.idempotency_key]
+    assert webhook_receiver.duplicates == 1
+    assert publication.external_id == "rcv-1"
+
+
+def test_tampered_content_is_stopped_at_the_release_gate(
+    world, target, django_capture_on_commit_callbacks
+):
+    post, callbacks = approved(world, target.account, django_capture_on_commit_callbacks)
+    revision = post.approved_revision
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE approvals_revision SET text=%s WHERE id=%s",
+            ["Guaranteed 12% returns, no risk!", revision.pk],
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        for callback in callbacks:
+            callback()  # the release, then the delivery it schedules
+
+    assert target.received() == 0
+    publication = Publication.objects.get(post=post)
+    post.refresh_from_db()
+    assert publication.state == Publication.State.FAILED
+    assert "hash" in publication.error
+    assert post.state == State.FAILED
+    entry = LedgerEntry.objects.get(event="publication.failed")
+    assert entry.payload["publication"] == publication.pk and "hash" in entry.payload["error"]
+    assert not LedgerEntry.objects.filter(event="publication.delivered").exists()
+
+
+def test_editing_approved_content_voids_the_approval(
+    world, target, django_capture_on_commit_callbacks
+):
+    post, callbacks = approved(world, target.account, django_capture_on_commit_callbacks)
+
+    workflow.edit_post(
+        post.pk, world.alice, text=TEXT + " Offre garantie !", account_ids=[target.account.pk]
+    )
+
+    post.refresh_from_db()
+    assert post.state == State.IN_REVIEW
+    assert post.approved_revision is None and post.current_revision.number == 2
+    assert LedgerEntry.objects.filter(event="post.approval_voided").count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for callback in callbacks:
+            callback()  # the release scheduled by the approval
+        workflow.release(post.pk)
+
+    post.refresh_from_db()
+    assert post.state == State.IN_REVIEW
+    assert not Publication.objects.exists()
+    assert target.received() == 0
+
+
+
+def test_a_delivery_that_keeps_losing_its_worker_ends_failed(
+    world, django_capture_on_commit_callbacks
+):
+    """A message that kills workers (or cannot be recorded) must not loop forever."""
+    post, publication = released(world, world.lyon_sandbox, django_capture_on_commit_callbacks)
+    lease = timezone.timedelta(seconds=settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"] + 1)
+    for _ in range(settings.REVIEWFLOW["DELIVERY_MAX_CLAIMS"]):
+        assert publishing.claim(publication.pk)  # a worker takes it, then dies
+        with django_capture_on_commit_callbacks(execute=False):
+            publishing.recover_stalled(now=timezone.now() + lease)
+    publication.refresh_from_db()
+    post.refresh_from_db()
+    assert publication.state == Publication.State.FAILED
+    assert "did not complete" in publication.error
+    assert post.state == State.FAILED
+    assert SandboxPost.objects.count() == 0
