@@ -45,7 +45,7 @@ run: $(STAMP)
 	$(MANAGE) demo_data
 	@pids=(); \
 	stop() { trap - INT TERM EXIT; kill "$${pids[@]}" 2>/dev/null || true; wait || true; }; \
-	trap stop INT TERM EXIT; \
+	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; trap stop EXIT; \
 	$(BIN)/celery -A reviewflow worker -B -Q default,publishing,maintenance --pool=solo -l info \
 		& pids+=($$!); \
 	$(MANAGE) runserver $(HOST):$(PORT) & pids+=($$!); \

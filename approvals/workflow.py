@@ -47,7 +47,7 @@ def _lock(post_id):
         raise WorkflowError("This post does not exist.") from None
 
 
-def _move(post, transition_name, user):
+def _move(post, transition_name, user, unmet=None):
     """Run one named transition after checking its permission and conditions."""
     method = getattr(post, transition_name)
     if not can_proceed(method, check_conditions=False):
@@ -58,7 +58,7 @@ def _move(post, transition_name, user):
     if user is not None and not has_transition_perm(method, user):
         raise NotAllowed("You are not allowed to do this on this post.")
     if not can_proceed(method):
-        raise Conflict(f"This post cannot be {transition_name.replace('_', ' ')} yet.")
+        raise Conflict(unmet or "This post is not ready for that yet.")
     before = post.state
     method()
     try:
@@ -180,7 +180,7 @@ def edit_post(post_id, by, *, text, link="", account_ids=(), publish_at=None):
 @transaction.atomic
 def submit(post_id, by, *, comment=""):
     post = _lock(post_id)
-    before = _move(post, "submit", by)
+    before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
     ledger.append(
         "post.submitted",
         actor=by,
