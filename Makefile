@@ -11,8 +11,8 @@ STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 # Where the SQLite file, the embedded broker and beat's schedule live (settings read the same).
 export REVIEWFLOW_VAR_DIR ?= $(CURDIR)/var
-HOST ?= 127.0.0.1
-PORT ?= 8000
+RUN_HOST ?= 127.0.0.1
+RUN_PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: help install run test lint bench clean
@@ -48,10 +48,10 @@ run: $(STAMP)
 	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; trap stop EXIT; \
 	$(BIN)/celery -A reviewflow worker -B -Q default,publishing,maintenance --pool=solo -l info \
 		& pids+=($$!); \
-	$(MANAGE) runserver $(HOST):$(PORT) & pids+=($$!); \
+	$(MANAGE) runserver $(RUN_HOST):$(RUN_PORT) & pids+=($$!); \
 	sleep 2; \
 	echo; \
-	echo "ReviewFlow is running at http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"; \
+	echo "ReviewFlow is running at http://$(RUN_HOST):$(RUN_PORT)/  (Ctrl-C stops the web server and the worker)"; \
 	echo "Log in as alice or bruno (advisors), rita or sam (reviewers), carla (compliance admin);"; \
 	echo "the password is demo for all of them."; \
 	echo; \

@@ -117,7 +117,11 @@ def world(django_user_model):
     w.carla.is_staff = True
     w.carla.save()
     admins = Group.objects.create(name="Compliance admins")
-    admins.permissions.set(Permission.objects.filter(content_type__app_label="approvals"))
+    admins.permissions.set(  # as the demo's compliance admins: the ledger is view-only
+        Permission.objects.filter(content_type__app_label="approvals").exclude(
+            codename__in=["add_ledgerentry", "change_ledgerentry", "delete_ledgerentry"]
+        )
+    )
     w.carla.groups.add(admins)
     w.lyon_sandbox = SocialAccount.objects.create(
         team=lyon, network="sandbox", name="Lyon branch", handle="@lyon", validated=True
