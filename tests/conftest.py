@@ -169,3 +169,22 @@ def webhook_receiver():
 
     with WebhookReceiver() as receiver:
         yield receiver
+
+
+@pytest.fixture
+def hook_account(world, webhook_receiver):
+    """A validated webhook account of team Lyon, pointing at the receiver with a fresh secret."""
+    from approvals.models import SocialAccount
+
+    account = SocialAccount(
+        team=world.lyon,
+        network="webhook",
+        name="Lyon intranet",
+        handle="@lyon-hook",
+        settings={"url": webhook_receiver.url, "secret": ""},
+        validated=True,
+    )
+    account.full_clean()  # generates the whsec_ secret
+    account.save()
+    webhook_receiver.secret = account.settings["secret"]
+    return account

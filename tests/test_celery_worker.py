@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 
 from approvals import workflow
-from approvals.models import Post, Publication, SocialAccount
+from approvals.models import Post, Publication
 from approvals.models.posts import State
 
 pytestmark = [
@@ -95,19 +95,10 @@ def stop_worker(worker):
             worker.wait(5)
 
 
-def test_a_real_worker_releases_and_delivers_through_redis(world, webhook_receiver):
+def test_a_real_worker_releases_and_delivers_through_redis(world, webhook_receiver, hook_account):
     from reviewflow.celery import app
 
-    account = SocialAccount(
-        team=world.lyon,
-        network="webhook",
-        name="Lyon intranet",
-        settings={"url": webhook_receiver.url, "secret": ""},
-        validated=True,
-    )
-    account.full_clean()
-    account.save()
-    webhook_receiver.secret = account.settings["secret"]
+    account = hook_account
 
     was_eager = app.conf.task_always_eager
     app.conf.task_always_eager = False

@@ -9,28 +9,13 @@ from django.utils import timezone
 
 from approvals import publishing, workflow
 from approvals.connectors import ReleasedContent, get_connector
-from approvals.models import LedgerEntry, Post, Publication, SandboxPost, SocialAccount
+from approvals.models import LedgerEntry, Post, Publication, SandboxPost
 from approvals.models.posts import State
 from approvals.tasks import deliver_publication
 
 pytestmark = pytest.mark.django_db
 
 TEXT = "Portes ouvertes samedi : taux < 3 %, sans frais."
-
-
-@pytest.fixture
-def hook_account(world, webhook_receiver):
-    account = SocialAccount(
-        team=world.lyon,
-        network="webhook",
-        name="Lyon intranet",
-        settings={"url": webhook_receiver.url, "secret": ""},
-        validated=True,
-    )
-    account.full_clean()
-    account.save()
-    webhook_receiver.secret = account.settings["secret"]
-    return account
 
 
 @pytest.fixture(params=["sandbox", "webhook"])
@@ -220,7 +205,6 @@ def test_editing_approved_content_voids_the_approval(
     assert post.state == State.IN_REVIEW
     assert not Publication.objects.exists()
     assert target.received() == 0
-
 
 
 def test_a_delivery_that_keeps_losing_its_worker_ends_failed(

@@ -19,22 +19,6 @@ TEXT = "Nos conseillers vous accueillent samedi Ã  Lyon. Rates < 3% & no fees â€
 LINK = "https://example.com/agence/lyon?x=1&y=2"
 
 
-@pytest.fixture
-def hook_account(world, webhook_receiver):
-    account = SocialAccount(
-        team=world.lyon,
-        network="webhook",
-        name="Lyon intranet",
-        handle="@lyon-hook",
-        settings={"url": webhook_receiver.url, "secret": ""},
-        validated=True,
-    )
-    account.full_clean()
-    account.save()
-    webhook_receiver.secret = account.settings["secret"]
-    return account
-
-
 def publish_through(world, account, callbacks_fixture):
     """alice drafts and submits, rita approves; the on-commit release and delivery run eagerly."""
     post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
