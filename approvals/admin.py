@@ -1,8 +1,12 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.forms.models import model_to_dict
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
+from guardian.shortcuts import get_group_perms, get_user_perms
 
 from . import ledger
 from .connectors import connector_choices
@@ -61,6 +65,63 @@ class TeamAdmin(LedgeredAdmin, GuardedModelAdmin):
     list_display = ["name"]
     search_fields = ["name"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for membership in formset.new_objects + [obj for obj, _ in formset.changed_objects]:
+            ledger.append(
+                "admin.membership.saved",
+                actor=request.user,
+                team=membership.team_id,
+                user=membership.user.get_username(),
+            )
+        for membership in formset.deleted_objects:
+            ledger.append(
+                "admin.membership.deleted",
+                actor=request.user,
+                team=membership.team_id,
+                user=membership.user.get_username(),
+            )
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        user = get_object_or_404(get_user_model(), pk=user_id)
+        return self._logged_grant(
+            request,
+            object_pk,
+            "user",
+            user.get_username(),
+            lambda team: get_user_perms(user, team),
+            lambda: super(TeamAdmin, self).obj_perms_manage_user_view(request, object_pk, user_id),
+        )
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        group = get_object_or_404(Group, pk=group_id)
+        return self._logged_grant(
+            request,
+            object_pk,
+            "group",
+            group.name,
+            lambda team: get_group_perms(group, team),
+            lambda: super(TeamAdmin, self).obj_perms_manage_group_view(
+                request, object_pk, group_id
+            ),
+        )
+
+    def _logged_grant(self, request, object_pk, kind, name, perms_of, view):
+        """Reviewer grants are compliance configuration: each change is a ledger entry."""
+        team = get_object_or_404(Team, pk=object_pk)
+        with transaction.atomic():
+            before = sorted(perms_of(team))
+            response = view()
+            after = sorted(perms_of(team))
+            if before != after:
+                ledger.append(
+                    "admin.team.grant_changed",
+                    actor=request.user,
+                    team=team.pk,
+                    **{kind: name, "before": before, "after": after},
+                )
+        return response
 
 
 @admin.register(SocialAccount)

@@ -165,3 +165,39 @@ def test_ledger_is_read_only_in_admin_and_admin_changes_are_logged(client, world
     logged = LedgerEntry.objects.get(event="admin.socialaccount.added")
     assert logged.actor == "carla" and logged.payload["after"]["name"] == "Lyon CRM"
     assert "secret" not in str(logged.payload)
+
+
+def test_reviewer_grants_and_memberships_changed_in_admin_are_logged(client, world):
+    client.force_login(world.carla)
+    url = reverse(
+        "admin:approvals_team_permissions_manage_user", args=[world.paris.pk, world.sam.pk]
+    )
+    response = client.post(url, {"permissions": ["review_team"]})
+    assert response.status_code == 302
+    assert world.sam.has_perm("approvals.review_team", world.paris)
+    entry = LedgerEntry.objects.get(event="admin.team.grant_changed")
+    assert entry.actor == "carla"
+    assert entry.payload["user"] == "sam" and entry.payload["after"] == ["review_team"]
+
+
+def test_team_membership_changed_in_admin_is_logged(client, world, django_user_model):
+    newcomer = django_user_model.objects.create_user("nina")
+    client.force_login(world.carla)
+    response = client.post(
+        reverse("admin:approvals_team_change", args=[world.lyon.pk]),
+        {
+            "name": "Lyon",
+            "memberships-TOTAL_FORMS": "2",
+            "memberships-INITIAL_FORMS": "1",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-id": world.alice.membership.pk,
+            "memberships-0-user": world.alice.pk,
+            "memberships-0-team": world.lyon.pk,
+            "memberships-1-user": newcomer.pk,
+            "memberships-1-team": world.lyon.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    entry = LedgerEntry.objects.get(event="admin.membership.saved")
+    assert entry.actor == "carla" and entry.payload == {"team": world.lyon.pk, "user": "nina"}
