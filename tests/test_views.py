@@ -201,3 +201,25 @@ def test_team_membership_changed_in_admin_is_logged(client, world, django_user_m
     assert response.status_code == 302, response.content.decode()[:3000]
     entry = LedgerEntry.objects.get(event="admin.membership.saved")
     assert entry.actor == "carla" and entry.payload == {"team": world.lyon.pk, "user": "nina"}
+
+
+def test_post_page_says_until_when_an_approval_holds(client, world, settings):
+    from django.utils import timezone
+
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "APPROVAL_VALID_DAYS": 30}
+    post = workflow.create_post(
+        world.alice,
+        text="Webinaire retraite jeudi.",
+        account_ids=[world.lyon_sandbox.pk],
+        publish_at=timezone.now() + timezone.timedelta(days=2),
+    )
+    post = workflow.submit(post.pk, world.alice)
+    workflow.decide(
+        post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
+    )
+    post.refresh_from_db()
+    assert post.state == "approved"  # waits for its publish time
+    expected = timezone.localtime(timezone.now() + timezone.timedelta(days=30))
+    client.force_login(world.alice)
+    page = client.get(reverse("post_detail", args=[post.pk])).content.decode()
+    assert f"approval valid until {expected:%-d %b %Y}" in page
