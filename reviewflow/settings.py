@@ -46,6 +46,13 @@ def env_float(name, default):
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
+def env_int_list(name, default):
+    try:
+        return [int(item) for item in env_list(name, default)]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be comma-separated integers") from None
+
+
 def env_list(name, default):
     value = os.environ.get(name)
     if value is None:
@@ -217,6 +224,11 @@ REVIEWFLOW = {
     # A publication claimed by a worker that has not reported back after this is retried
     # (with the same idempotency key, so a receiver can drop a duplicate).
     "DELIVERY_LEASE_SECONDS": env_int("REVIEWFLOW_DELIVERY_LEASE_SECONDS", 300),
+    # A reviewer's claim on a step lapses after this many minutes without a decision.
+    "CLAIM_MINUTES": env_int("REVIEWFLOW_CLAIM_MINUTES", 30),
+    # Business hours for due times that count them: days (0=Monday) and hours, server timezone.
+    "BUSINESS_DAYS": env_int_list("REVIEWFLOW_BUSINESS_DAYS", [0, 1, 2, 3, 4]),
+    "BUSINESS_HOURS": env_list("REVIEWFLOW_BUSINESS_HOURS", ["09:00", "18:00"]),
     "WEBHOOK_TIMEOUT_SECONDS": env_float("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", 10),
     "WEBHOOK_MAX_ATTEMPTS": env_int("REVIEWFLOW_WEBHOOK_MAX_ATTEMPTS", 4),
     "WEBHOOK_BACKOFF_SECONDS": env_float("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", 1.0),

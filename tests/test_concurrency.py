@@ -30,6 +30,7 @@ def test_twenty_concurrent_decisions_one_wins(world, django_user_model):
     for n in range(THREADS):
         reviewer = make_user(django_user_model, f"reviewer{n}")
         assign_perm("approvals.review_team", reviewer, world.lyon)
+        world.reviewers.user_set.add(reviewer)
         client = Client()
         client.force_login(reviewer)
         clients.append(client)

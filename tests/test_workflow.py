@@ -41,6 +41,7 @@ def test_full_path_draft_to_published_writes_one_entry_per_move(
     assert events(post) == [
         "post.created",
         "post.submitted",
+        "decision.approve",
         "post.approved",
         "post.released",
         "publication.delivered",

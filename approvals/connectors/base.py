@@ -21,6 +21,7 @@ class ReleasedContent:
     link: str
     account_ids: tuple
     content_hash: str
+    tag_ids: tuple
     post_id: int
     revision_number: int
 
@@ -31,12 +32,14 @@ class ReleasedContent:
             link=revision.link,
             account_ids=tuple(sorted(revision.accounts.values_list("pk", flat=True))),
             content_hash=revision.content_hash,
+            tag_ids=tuple(sorted(revision.tags.values_list("pk", flat=True))),
             post_id=revision.post_id,
             revision_number=revision.number,
         )
 
     def hash_matches(self):
-        return content_hash(self.text, self.link, self.account_ids) == self.content_hash
+        computed = content_hash(self.text, self.link, self.account_ids, self.tag_ids)
+        return computed == self.content_hash
 
 
 @dataclass(frozen=True)

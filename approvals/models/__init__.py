@@ -8,9 +8,15 @@ from .accounts import (
 from .ledger import LedgerEntry
 from .posts import Post, Revision, RevisionView
 from .publishing import DeliveryAttempt, Publication, SandboxPost
-from .reviews import Decision
+from .reviews import Decision, ReviewStep, StepClaim
+from .rules import ApprovalRule, RuleStep, Tag
 
 __all__ = [
+    "ApprovalRule",
+    "ReviewStep",
+    "RuleStep",
+    "StepClaim",
+    "Tag",
     "Decision",
     "DeliveryAttempt",
     "LedgerEntry",

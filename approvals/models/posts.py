@@ -23,10 +23,10 @@ class State(models.TextChoices):
 EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED, State.APPROVED)
 
 
-def content_hash(text, link, account_ids):
+def content_hash(text, link, account_ids, tag_ids=()):
     """sha256 of a revision's content: what reviewers approve and what connectors must receive."""
     canonical = json.dumps(
-        {"text": text, "link": link, "accounts": sorted(account_ids)},
+        {"text": text, "link": link, "accounts": sorted(account_ids), "tags": sorted(tag_ids)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -184,6 +184,7 @@ class Revision(models.Model):
     text = models.TextField()
     link = models.URLField(max_length=2000, blank=True)
     accounts = models.ManyToManyField("approvals.SocialAccount", related_name="revisions")
+    tags = models.ManyToManyField("approvals.Tag", related_name="revisions", blank=True)
     content_hash = models.CharField(max_length=64)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"

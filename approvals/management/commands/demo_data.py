@@ -14,7 +14,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from approvals import ledger, workflow
-from approvals.models import LedgerEntry, Post, SocialAccount, Team
+from approvals.models import ApprovalRule, LedgerEntry, Post, RuleStep, SocialAccount, Tag, Team
 from approvals.models.accounts import Membership
 from approvals.models.reviews import Decision
 from reviewflow.celery import app as celery_app
@@ -106,6 +106,24 @@ class Command(BaseCommand):
         assign_perm("approvals.review_team", rita, paris)
         assign_perm("approvals.review_team", sam, lyon)
         self.create_compliance_group().user_set.add(carla)
+        # Migration 0003's catch-all rule routes every post to "Compliance reviewers"; posts
+        # with a link also need Legal, after compliance.
+        Group.objects.get(name="Compliance reviewers").user_set.add(rita, sam)
+        legal = Group.objects.create(name="Legal")
+        legal.user_set.add(rita)
+        links = ApprovalRule.objects.create(
+            name="Links need Legal",
+            description="A link can promise what the text does not: Legal checks its target.",
+            priority=50,
+            condition={"has_link": True},
+        )
+        RuleStep.objects.create(rule=links, group=legal, stage=2, due_hours=24)
+        for name, kind in [
+            ("Épargne retraite", "product"),
+            ("Crédit immobilier", "product"),
+            ("Portes ouvertes juin", "campaign"),
+        ]:
+            Tag.objects.create(name=name, kind=kind)
 
         lyon_sandbox = self.account(
             team=lyon, network="sandbox", name=f"{LYON} on Sandbox", handle="@lyon", by=carla
@@ -179,12 +197,13 @@ class Command(BaseCommand):
             account_ids=[lyon_sandbox.pk],
         )
         post = workflow.submit(post.pk, alice)
-        workflow.decide(
-            post.pk,
-            sam,
-            outcome=Decision.Outcome.APPROVE,
-            revision_hash=post.current_revision.content_hash,
-        )
+        for reviewer in (sam, rita):  # compliance, then Legal for the link
+            workflow.decide(
+                post.pk,
+                reviewer,
+                outcome=Decision.Outcome.APPROVE,
+                revision_hash=post.current_revision.content_hash,
+            )
 
         # Rejected.
         post = workflow.create_post(
