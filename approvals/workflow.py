@@ -232,6 +232,13 @@ def submit(post_id, by, *, comment=""):
     post = _lock(post_id)
     if by.pk != post.author_id:
         raise NotAllowed("Only the author can submit this post.")
+    if post.state == State.CHANGES_REQUESTED and post.steps.filter(
+        revision_id=post.current_revision_id
+    ).exists():
+        raise Conflict(
+            f"Reviewers asked for changes to revision {post.current_revision.number}: "
+            "edit the post before submitting it again."
+        )
     route = _route(post) if post.state in (State.DRAFT, State.CHANGES_REQUESTED) else None
     before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
     _enter_review(

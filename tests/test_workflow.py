@@ -111,3 +111,18 @@ def test_rejection_and_withdrawal_are_final(world, in_review, draft):
         workflow.submit(in_review.pk, world.alice)
     with pytest.raises(workflow.Conflict):
         workflow.edit_post(in_review.pk, world.alice, text="x", account_ids=[world.lyon_sandbox.pk])
+
+
+def test_resubmitting_unchanged_content_after_changes_requested_is_refused(world, in_review):
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the risk warning.",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    before = LedgerEntry.objects.count()
+    with pytest.raises(workflow.Conflict, match="edit the post"):
+        workflow.submit(in_review.pk, world.alice)
+    assert Post.objects.get(pk=in_review.pk).state == State.CHANGES_REQUESTED
+    assert LedgerEntry.objects.count() == before
