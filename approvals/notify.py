@@ -1,9 +1,273 @@
-"""Notifications by email: what happened in the review, to whom it concerns."""
+"""Notifications by email: what happened in the review, to whom it concerns.
+
+The workflow calls one function per event after the commit of the change it reports. Each writes
+one Notification row per recipient (the outbox) and, once those rows are committed, enqueues the
+mailing of the immediate ones (`tasks.send_notifications`); rows of people who chose the daily
+digest wait for `tasks.send_digests`. Only people who may see the post are told: the author, and
+members of the step's groups who are granted review on the post's team (never the author).
+"""
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import Truncator
+from guardian.shortcuts import get_users_with_perms
+
+from .models import Decision, Notification, NotificationPreference, Post, ReviewStep
+
+log = logging.getLogger(__name__)
+
+# A row still unsent this long after it was written lost its task (broker down): sweep it.
+STALLED_AFTER = timezone.timedelta(minutes=2)
+
+
+def post_url(post):
+    return settings.REVIEWFLOW["BASE_URL"].rstrip("/") + reverse("post_detail", args=[post.pk])
+
+
+def _when(moment):
+    """A time as mail shows it: the server's timezone, whatever a request activated."""
+    if moment is None:
+        return "no due time"
+    local = timezone.localtime(moment, timezone.get_default_timezone())
+    return local.strftime("%a %d %b %Y %H:%M %Z")
+
+
+def _excerpt(post):
+    return Truncator(post.current_revision.text).chars(200)
+
+
+def _reviewers(post, groups):
+    """Active members of these groups granted review on the post's team, never its author."""
+    granted = get_users_with_perms(
+        post.team, with_superusers=True, only_with_perms_in=["review_team"]
+    )
+    return (
+        get_user_model()
+        .objects.filter(groups__in=[g for g in groups if g], is_active=True)
+        .filter(pk__in=granted.values("pk"))
+        .exclude(pk=post.author_id)
+        .distinct()
+        .order_by("pk")
+    )
+
+
+def _notify(kind, post, users, subject, body):
+    """Write one row per recipient with an email address; mail the immediate ones on commit."""
+    users = [user for user in users if user.email]
+    digest = set(
+        NotificationPreference.objects.filter(
+            user__in=users, mode=NotificationPreference.Mode.DIGEST
+        ).values_list("user_id", flat=True)
+    )
+    with transaction.atomic():
+        rows = Notification.objects.bulk_create(
+            Notification(
+                user=user,
+                post=post,
+                kind=kind,
+                subject=subject,
+                body=body,
+                digest=user.pk in digest,
+            )
+            for user in users
+        )
+    immediate = [row.pk for row in rows if not row.digest]
+    if immediate:
+        transaction.on_commit(lambda: _enqueue(immediate))
+    return rows
+
+
+def _enqueue(notification_ids):
+    from .tasks import send_notifications
+
+    try:
+        send_notifications.delay(notification_ids)
+    except Exception:  # the broker is down: the stalled-notifications sweep sends them later
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            raise
+        log.exception("Could not enqueue notifications %s", notification_ids)
+
+
+# --- Events ---------------------------------------------------------------------------------------
 
 
 def steps_opened(step_ids):
     """A step became active: tell its reviewer group."""
+    steps = ReviewStep.objects.filter(
+        pk__in=step_ids, state=ReviewStep.State.ACTIVE
+    ).select_related("post__team", "post__author", "post__current_revision", "group")
+    for step in steps:
+        post = step.post
+        due = _when(step.due_at)
+        _notify(
+            Notification.Kind.REVIEW_REQUESTED,
+            post,
+            _reviewers(post, [step.group]),
+            f"Post #{post.pk} waits for your review ({step.group.name}, due {due})",
+            f"Post #{post.pk} by {post.author.get_username()} waits for a review by "
+            f"{step.group.name} ({step.quorum} approval(s) needed), due {due}.\n"
+            f"Why: {step.why or 'the route of this post'}.\n\n"
+            f"{_excerpt(post)}\n\n"
+            f"Review it: {post_url(post)}\n",
+        )
 
 
 def decision_made(decision_id):
     """A reviewer decided: tell the author."""
+    decision = Decision.objects.select_related(
+        "post__author", "post__current_revision", "reviewer", "step__group", "revision"
+    ).get(pk=decision_id)
+    post = decision.post
+    reviewer = decision.reviewer.get_username()
+    reason = f"Reason: {decision.reason}\n" if decision.reason else ""
+    _notify(
+        Notification.Kind.DECISION,
+        post,
+        [post.author],
+        f"Post #{post.pk}: {decision.get_outcome_display().lower()} by {reviewer}",
+        f"{decision.get_outcome_display()} by {reviewer} ({decision.step.group.name}) "
+        f"on revision {decision.revision.number} of post #{post.pk}.\n"
+        f"{reason}"
+        f"The post is now {post.get_state_display().lower()}.\n\n"
+        f"See it: {post_url(post)}\n",
+    )
+
+
+def step_escalated(step_id):
+    """A step is overdue: tell its group and the escalation group now added to it."""
+    step = ReviewStep.objects.select_related(
+        "post__team", "post__author", "post__current_revision", "group", "escalation_group"
+    ).get(pk=step_id)
+    if step.state != ReviewStep.State.ACTIVE:
+        return
+    post = step.post
+    added = (
+        f"{step.escalation_group.name} may now decide on it as well.\n"
+        if step.escalation_group
+        else ""
+    )
+    _notify(
+        Notification.Kind.ESCALATION,
+        post,
+        _reviewers(post, [step.group, step.escalation_group]),
+        f"Overdue: post #{post.pk} waits for {step.group.name} since {_when(step.due_at)}",
+        f"The review of post #{post.pk} by {step.group.name} was due {_when(step.due_at)}.\n"
+        f"{added}\n"
+        f"{_excerpt(post)}\n\n"
+        f"Review it: {post_url(post)}\n",
+    )
+
+
+def publish_at_risk(post_id, estimated_finish=None):
+    """The publish time will pass before the route can finish: tell the author and reviewers."""
+    post = Post.objects.select_related("team", "author", "current_revision").get(pk=post_id)
+    active = list(
+        post.steps.filter(
+            revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE
+        ).select_related("group", "escalation_group")
+    )
+    groups = [step.group for step in active] + [
+        step.escalation_group for step in active if step.escalated_at is not None
+    ]
+    finish = (
+        f"At the current due times the review may finish only by {_when(estimated_finish)}.\n"
+        if estimated_finish
+        else ""
+    )
+    _notify(
+        Notification.Kind.PUBLISH_AT_RISK,
+        post,
+        [post.author, *_reviewers(post, groups)],
+        f"Post #{post.pk} may miss its publish time ({_when(post.publish_at)})",
+        f"Post #{post.pk} is to be published {_when(post.publish_at)}, but its review is "
+        f"still open ({', '.join(step.group.name for step in active) or 'no active step'}).\n"
+        f"{finish}"
+        "Reviewers: decide soon. Author: move the publish time if it can wait.\n\n"
+        f"See it: {post_url(post)}\n",
+    )
+
+
+# --- Sending --------------------------------------------------------------------------------------
+
+
+def _claim(rows, now):
+    """Mark rows sent unless someone else did; True when all of them were ours."""
+    pks = [row.pk for row in rows]
+    claimed = Notification.objects.filter(pk__in=pks, sent_at__isnull=True).update(sent_at=now)
+    if claimed != len(pks):
+        transaction.set_rollback(True)
+        return False
+    return True
+
+
+def _unsent(**filters):
+    return (
+        Notification.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("user")
+        .filter(sent_at__isnull=True, **filters)
+        .order_by("created_at", "pk")
+    )
+
+
+def send_immediate(notification_ids=None):
+    """Mail immediate rows, one mail each; without ids, the ones whose task was lost.
+
+    Each mail is sent inside the transaction that marks its row sent: a failed send leaves the
+    row unsent for the sweep, and two runners never send the same row (row lock, then a
+    conditional update).
+    """
+    pending = Notification.objects.filter(digest=False, sent_at__isnull=True)
+    if notification_ids is None:
+        pending = pending.filter(created_at__lte=timezone.now() - STALLED_AFTER)
+    else:
+        pending = pending.filter(pk__in=notification_ids)
+    sent = 0
+    for pk in list(pending.values_list("pk", flat=True)):
+        with transaction.atomic():
+            row = _unsent(pk=pk, digest=False).first()
+            if row is None or not _claim([row], timezone.now()):
+                continue
+            if row.user.email:
+                send_mail(row.subject, row.body, None, [row.user.email])
+                sent += 1
+    return sent
+
+
+def send_digests():
+    """One mail per person listing all their unsent digest rows; returns how many were sent."""
+    user_ids = (
+        Notification.objects.filter(digest=True, sent_at__isnull=True)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    return sum(_send_digest(user_id) for user_id in list(user_ids))
+
+
+def _send_digest(user_id):
+    with transaction.atomic():
+        rows = list(_unsent(user_id=user_id, digest=True))
+        if not rows or not _claim(rows, timezone.now()):
+            return 0
+        email = rows[0].user.email
+        if not email:
+            return 0
+        items = "\n\n".join(
+            f"{index}. {row.subject}\n   {_when(row.created_at)}\n"
+            + "\n".join(f"   {line}" if line else "" for line in row.body.strip().splitlines())
+            for index, row in enumerate(rows, start=1)
+        )
+        send_mail(
+            f"ReviewFlow digest: {len(rows)} notification{'s' if len(rows) > 1 else ''}",
+            f"What happened in your reviews since the last digest:\n\n{items}\n\n"
+            f"Change how you are notified: "
+            f"{settings.REVIEWFLOW['BASE_URL'].rstrip('/')}{reverse('notification_preferences')}\n",
+            None,
+            [email],
+        )
+        return 1

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import publishing, workflow
+from . import notify, publishing, workflow
 
 
 @shared_task
@@ -24,3 +24,24 @@ def deliver_publication(publication_id):
 @shared_task
 def recover_stalled_publications():
     publishing.recover_stalled()
+
+
+@shared_task
+def escalate_overdue_steps():
+    workflow.escalate_overdue()
+
+
+@shared_task
+def flag_posts_at_risk():
+    workflow.flag_publish_at_risk()
+
+
+@shared_task
+def send_notifications(notification_ids=None):
+    """Mail these immediate notifications; without ids, those whose task was lost."""
+    notify.send_immediate(notification_ids)
+
+
+@shared_task
+def send_digests():
+    notify.send_digests()

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from .views import posts, sandbox
+from .views import posts, reviews, sandbox
+from .views.preferences import notification_preferences
 
 urlpatterns = [
     path("", posts.home, name="home"),
@@ -12,7 +13,10 @@ urlpatterns = [
     path("posts/<int:pk>/withdraw/", posts.post_withdraw, name="post_withdraw"),
     path("posts/<int:pk>/retry/", posts.post_retry, name="post_retry"),
     path("posts/<int:pk>/decide/", posts.post_decide, name="post_decide"),
-    path("review/", posts.review_queue_view, name="review_queue"),
+    path("posts/<int:pk>/claim/", posts.post_claim, name="post_claim"),
+    path("posts/<int:pk>/release-claim/", posts.post_release_claim, name="post_release_claim"),
+    path("review/", reviews.review_queue_view, name="review_queue"),
+    path("settings/notifications/", notification_preferences, name="notification_preferences"),
     path("sandbox/", sandbox.sandbox_index, name="sandbox_index"),
     path("sandbox/<int:account_id>/", sandbox.sandbox_feed, name="sandbox_feed"),
 ]

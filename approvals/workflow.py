@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
-from . import ledger, notify, publishing, routing
+from . import duetime, ledger, notify, publishing, routing
 from .models import Decision, Post, ReviewStep, Revision, SocialAccount, StepClaim, Tag
 from .models.posts import EDITABLE_STATES, State, content_hash, may_decide
 from .text import clean_text
@@ -173,6 +173,8 @@ def edit_post(post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish
     if not changed and not schedule_changed:
         return post
     post.publish_at = publish_at
+    if schedule_changed:
+        post.publish_at_risk_since = None
     if changed:
         post.current_revision = _new_revision(post, by, content)
     if changed and post.state == State.APPROVED:
@@ -209,6 +211,9 @@ def _route(post):
 def _enter_review(post, route, by, event, **payload):
     """Freeze the route of the current revision and open its first stage (or approve at once)."""
     revision = post.current_revision
+    if post.publish_at_risk_since is not None:
+        post.publish_at_risk_since = None  # a new route: judged again by flag_publish_at_risk
+        post.save(update_fields=["publish_at_risk_since"])
     opened = routing.freeze(post, revision, route)
     summary = {"revision": revision.number, "content_hash": revision.content_hash}
     ledger.append(event, actor=by, post=post, route=route.as_json(), **{**summary, **payload})
@@ -232,9 +237,10 @@ def submit(post_id, by, *, comment=""):
     post = _lock(post_id)
     if by.pk != post.author_id:
         raise NotAllowed("Only the author can submit this post.")
-    if post.state == State.CHANGES_REQUESTED and post.steps.filter(
-        revision_id=post.current_revision_id
-    ).exists():
+    if (
+        post.state == State.CHANGES_REQUESTED
+        and post.steps.filter(revision_id=post.current_revision_id).exists()
+    ):
         raise Conflict(
             f"Reviewers asked for changes to revision {post.current_revision.number}: "
             "edit the post before submitting it again."
@@ -254,9 +260,9 @@ def submit(post_id, by, *, comment=""):
 
 def _close_open_steps(post, state=ReviewStep.State.CANCELLED):
     now = timezone.now()
-    post.steps.filter(
-        state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE]
-    ).update(state=state, completed_at=now)
+    post.steps.filter(state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE]).update(
+        state=state, completed_at=now
+    )
     StepClaim.objects.filter(step__post=post).delete()
 
 
@@ -284,59 +290,115 @@ _OUTCOME_TRANSITIONS = {
 
 def eligible_steps(post, user):
     """The active steps of the current revision this user may decide on, best first."""
+    return _eligible(_active_steps(post), user)
+
+
+def _active_steps(post):
+    return list(
+        post.steps.filter(
+            revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE
+        ).select_related("group", "escalation_group")
+    )
+
+
+def _eligible(active, user):
     groups = set(user.groups.values_list("pk", flat=True))
-    steps = post.steps.filter(
-        revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE
-    ).select_related("group")
     return [
         step
-        for step in steps
+        for step in active
         if step.group_id in groups
         or (step.escalated_at is not None and step.escalation_group_id in groups)
     ]
 
 
-def _pick_step(post, by, step_id):
-    """The step this decision counts for, after every segregation-of-duties check."""
-    steps = eligible_steps(post, by)
+def _decision_options(post, by, step_id=None):
+    """(the steps `by` may decide on now, best first; the refusal when there is none).
+
+    Every segregation-of-duties check of a decision or a claim, in one place: `_pick_step`
+    raises the refusal, `decision_refusal` and the post page show it.
+    """
+    if by.pk == post.author_id:
+        return [], NotAllowed("You cannot decide on your own post.")
+    if post.state != State.IN_REVIEW:
+        return [], Conflict(f"This post is {post.get_state_display().lower()}, not in review.")
+    if not may_decide(post, by):
+        return [], NotAllowed("You are not allowed to do this on this post.")
+    active = _active_steps(post)
+    steps = _eligible(active, by)
     if step_id is not None:
         steps = [step for step in steps if step.pk == step_id]
     if not steps:
-        raise NotAllowed("No step of this review is waiting for you.")
+        return [], NotAllowed(_not_waiting_for(active, step_id))
     decided = Decision.objects.filter(revision_id=post.current_revision_id, reviewer=by)
-    decided_steps = set(decided.values_list("step_id", flat=True))
-    approved_other = set(
-        decided.filter(outcome=Decision.Outcome.APPROVE).values_list("step_id", flat=True)
-    )
-    refusal = None
+    decided_steps, approved_other = set(), set()
+    for decided_step, outcome in decided.values_list("step_id", "outcome"):
+        decided_steps.add(decided_step)
+        if outcome == Decision.Outcome.APPROVE:
+            approved_other.add(decided_step)
+    free, refusals = [], []
     for step in steps:
         if step.pk in decided_steps:
-            refusal = Conflict("You already decided on this step.")
+            refusals.append(Conflict("You already decided on this step."))
         elif approved_other and not step.allow_multiple_steps_per_reviewer:
-            refusal = NotAllowed(
-                "You already approved another step of this revision; "
-                "a different reviewer must approve this one."
+            refusals.append(
+                NotAllowed(
+                    "You already approved another step of this revision; "
+                    "a different reviewer must approve this one."
+                )
             )
         elif (holder := _claimed_by_others(step, by)) is not None:
-            refusal = Conflict(
-                f"In review by {holder.reviewer.get_username()} since "
-                f"{timezone.localtime(holder.claimed_at):%H:%M}; you can read it, "
-                "and decide once their claim lapses or is released."
+            refusals.append(
+                Conflict(
+                    f"In review by {holder.reviewer.get_username()} since "
+                    f"{timezone.localtime(holder.claimed_at):%H:%M}; you can read it, "
+                    "and decide once their claim lapses or is released."
+                )
             )
         else:
-            return step
-    raise refusal
+            free.append(step)
+    if free:
+        return free, None
+    # A claim is the refusal that passes: say it first, so the reviewer knows to come back.
+    claimed = [r for r in refusals if r.message.startswith("In review by")]
+    return [], (claimed or refusals)[0]
+
+
+def _not_waiting_for(active, step_id):
+    if step_id is not None or not active:
+        return "No step of this review is waiting for you."
+    names = sorted({step.group.name for step in active})
+    groups = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    that = "those groups" if len(names) > 1 else "that group"
+    return f"This post waits for {groups}; you are not in {that}."
+
+
+def decidable_steps(post, user):
+    """The steps `user` may decide on (or claim) now; empty when `decision_refusal` says why."""
+    return _decision_options(post, user)[0]
+
+
+def decision_refusal(post, user, step_id=None):
+    """Why `user` cannot decide on `post` now, or None: what `_pick_step` would raise."""
+    refusal = _decision_options(post, user, step_id)[1]
+    return refusal.message if refusal else None
+
+
+def _pick_step(post, by, step_id):
+    """The step this decision counts for, after every segregation-of-duties check."""
+    steps, refusal = _decision_options(post, by, step_id)
+    if refusal is not None:
+        raise refusal
+    return steps[0]
 
 
 def _claimed_by_others(step, user):
     """The live claim that leaves no approval free for `user`, or None."""
-    if step.claims.filter(reviewer=user).exists():
+    claims = list(step.claims.select_related("reviewer").order_by("claimed_at", "pk"))
+    live = [claim for claim in claims if claim.is_live]
+    if not live or any(claim.reviewer_id == user.pk for claim in claims):
         return None
     approvals = step.decisions.filter(outcome=Decision.Outcome.APPROVE).count()
-    live = [claim for claim in step.claims.select_related("reviewer") if claim.is_live]
-    if approvals + len(live) >= step.quorum and live:
-        return live[0]
-    return None
+    return live[0] if approvals + len(live) >= step.quorum else None
 
 
 @transaction.atomic
@@ -549,3 +611,159 @@ def due_post_ids(now=None):
     now = now or timezone.now()
     due = Q(publish_at__isnull=True) | Q(publish_at__lte=now) | Q(approval_expires_at__lte=now)
     return list(Post.objects.filter(due, state=State.APPROVED).values_list("pk", flat=True))
+
+
+# --- Due times: escalation of overdue steps, publish times at risk ------------------------------
+
+
+def escalate_overdue(now=None):
+    """Mark active steps past their due time as overdue and add their escalation group.
+
+    Beat runs this every minute. Each post is handled in its own transaction, under its row
+    lock; a step is escalated once (conditional update on escalated_at). Returns the step ids.
+    """
+    now = now or timezone.now()
+    overdue = ReviewStep.objects.filter(
+        state=ReviewStep.State.ACTIVE, due_at__lte=now, escalated_at__isnull=True
+    ).values_list("post_id", "pk")
+    by_post = {}
+    for post_id, step_id in overdue:
+        by_post.setdefault(post_id, []).append(step_id)
+    escalated = []
+    for post_id, step_ids in by_post.items():
+        escalated += _escalate(post_id, step_ids, now)
+    return escalated
+
+
+@transaction.atomic
+def _escalate(post_id, step_ids, now):
+    post = _lock(post_id)
+    if post.state != State.IN_REVIEW:
+        return []
+    steps = ReviewStep.objects.filter(
+        pk__in=step_ids,
+        post=post,
+        state=ReviewStep.State.ACTIVE,
+        due_at__lte=now,
+        escalated_at__isnull=True,
+    ).select_related("group", "escalation_group")
+    escalated = []
+    for step in steps:
+        if not ReviewStep.objects.filter(pk=step.pk, escalated_at__isnull=True).update(
+            escalated_at=now
+        ):
+            continue
+        ledger.append(
+            "step.overdue",
+            post=post,
+            step=step.pk,
+            group=step.group.name,
+            due_at=step.due_at.isoformat(),
+            escalated_to=step.escalation_group.name if step.escalation_group else None,
+        )
+        escalated.append(step.pk)
+    for step_id in escalated:
+        transaction.on_commit(lambda step_id=step_id: notify.step_escalated(step_id))
+    return escalated
+
+
+def _open_steps():
+    return Prefetch(
+        "steps",
+        queryset=ReviewStep.objects.filter(
+            state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE]
+        ),
+        to_attr="open_steps",
+    )
+
+
+def estimated_finish(post, now=None):
+    """The earliest time the open route of a post can finish if every step takes its due time.
+
+    The active stage ends at the latest due time of its active steps (a step without one, or
+    already overdue, could end now); each later stage then takes the longest due time of its
+    steps, counted from the end of the one before (in business hours when a step says so).
+    Uses `post.open_steps` when prefetched (see `_open_steps`).
+    """
+    now = now or timezone.now()
+    steps = getattr(post, "open_steps", None)
+    if steps is None:
+        steps = list(
+            post.steps.filter(state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE])
+        )
+    steps = [step for step in steps if step.revision_id == post.current_revision_id]
+    active = [step for step in steps if step.state == ReviewStep.State.ACTIVE]
+    finish = max([now, *(step.due_at for step in active if step.due_at is not None)])
+    waiting = [step for step in steps if step.state == ReviewStep.State.WAITING]
+    for stage in sorted({step.stage for step in waiting}):
+        start = finish
+        finish = max(
+            [
+                start,
+                *(
+                    duetime.due_at(start, step.due_hours, step.business_hours)
+                    for step in waiting
+                    if step.stage == stage and step.due_hours is not None
+                ),
+            ]
+        )
+    return finish
+
+
+def _at_risk(post, now):
+    """(at risk?, estimated finish) for a post in review with a publish time."""
+    finish = estimated_finish(post, now)
+    margin = timezone.timedelta(minutes=settings.REVIEWFLOW["AT_RISK_MARGIN_MINUTES"])
+    return finish > post.publish_at or post.publish_at - now < margin, finish
+
+
+def flag_publish_at_risk(now=None):
+    """Flag posts in review whose publish time will pass before their route can finish.
+
+    Flags before the slot is lost: when the estimated finish is after the publish time, or the
+    publish time is less than AT_RISK_MARGIN_MINUTES away. A post is flagged once
+    (publish_at_risk_since); the author and the active steps' reviewers are told. Nothing clears
+    the flag yet: a post resubmitted or rescheduled after being flagged is not flagged again.
+    Returns the ids of the posts flagged.
+    """
+    now = now or timezone.now()
+    candidates = (
+        Post.objects.filter(
+            state=State.IN_REVIEW, publish_at__isnull=False, publish_at_risk_since__isnull=True
+        )
+        .only("pk", "publish_at", "current_revision_id")
+        .prefetch_related(_open_steps())
+        .order_by("pk")
+    )
+    at_risk = [post.pk for post in candidates.iterator(chunk_size=500) if _at_risk(post, now)[0]]
+    return [post_id for post_id in at_risk if _flag_at_risk(post_id, now)]
+
+
+@transaction.atomic
+def _flag_at_risk(post_id, now):
+    post = _lock(post_id)
+    if (
+        post.state != State.IN_REVIEW
+        or post.publish_at is None
+        or post.publish_at_risk_since is not None
+    ):
+        return False
+    risky, finish = _at_risk(post, now)
+    if not risky:
+        return False
+    unflagged = Post.objects.filter(pk=post.pk, publish_at_risk_since__isnull=True)
+    if not unflagged.update(publish_at_risk_since=now):
+        return False
+    active = post.steps.filter(
+        revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE
+    ).select_related("group")
+    ledger.append(
+        "post.publish_at_risk",
+        post=post,
+        publish_at=post.publish_at.isoformat(),
+        estimated_finish=finish.isoformat(),
+        margin_minutes=settings.REVIEWFLOW["AT_RISK_MARGIN_MINUTES"],
+        steps=[{"step": step.pk, "group": step.group.name} for step in active],
+    )
+    transaction.on_commit(lambda: notify.publish_at_risk(post.pk, estimated_finish=finish))
+    return True

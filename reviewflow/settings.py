@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -205,15 +206,32 @@ CELERY_TASK_ROUTES = {
     "approvals.tasks.release_post": {"queue": "publishing"},
     "approvals.tasks.release_due_posts": {"queue": "maintenance"},
     "approvals.tasks.recover_stalled_publications": {"queue": "maintenance"},
+    "approvals.tasks.escalate_overdue_steps": {"queue": "maintenance"},
+    "approvals.tasks.flag_posts_at_risk": {"queue": "maintenance"},
+    "approvals.tasks.send_notifications": {"queue": "notifications"},
+    "approvals.tasks.send_digests": {"queue": "notifications"},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
+_digest_hour = env_int("REVIEWFLOW_DIGEST_HOUR", 7)
+if not 0 <= _digest_hour <= 23:
+    raise ImproperlyConfigured("REVIEWFLOW_DIGEST_HOUR must be an hour between 0 and 23")
 CELERY_BEAT_SCHEDULE = {
     "release-due-posts": {"task": "approvals.tasks.release_due_posts", "schedule": 60.0},
     "recover-stalled-publications": {
         "task": "approvals.tasks.recover_stalled_publications",
         "schedule": 300.0,
     },
+    "escalate-overdue-steps": {"task": "approvals.tasks.escalate_overdue_steps", "schedule": 60.0},
+    "flag-posts-at-risk": {"task": "approvals.tasks.flag_posts_at_risk", "schedule": 60.0},
+    # Immediate notifications whose task was lost (broker down when they were written).
+    "send-stalled-notifications": {"task": "approvals.tasks.send_notifications", "schedule": 300.0},
+    "send-digests": {
+        "task": "approvals.tasks.send_digests",
+        "schedule": crontab(minute=0, hour=_digest_hour),
+    },
 }
+# Beat reads crontab hours (the daily digest) in the server's timezone, not UTC.
+CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # ReviewFlow itself.
@@ -235,6 +253,13 @@ REVIEWFLOW = {
     # A publication whose worker vanished this many times is failed for a person to look at,
     # so a delivery that kills workers (or cannot be recorded) never loops forever.
     "DELIVERY_MAX_CLAIMS": env_int("REVIEWFLOW_DELIVERY_MAX_CLAIMS", 5),
+    # Where people open ReviewFlow: the links in notification emails start with it.
+    "BASE_URL": os.environ.get("REVIEWFLOW_BASE_URL", "http://127.0.0.1:8000"),
+    # A post in review is flagged (author and reviewers told) when its route cannot finish
+    # before its publish time, or when that time is less than this many minutes away.
+    "AT_RISK_MARGIN_MINUTES": env_int("REVIEWFLOW_AT_RISK_MARGIN_MINUTES", 60),
+    # The hour (server timezone) at which digest emails go out, for those who chose them.
+    "DIGEST_HOUR": _digest_hour,
 }
 
 LOGGING = {

@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUES = ("default", "publishing", "maintenance")
+QUEUES = ("default", "publishing", "maintenance", "notifications")
 DEADLINE_SECONDS = 60
 
 

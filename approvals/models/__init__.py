@@ -6,6 +6,7 @@ from .accounts import (
     TeamUserObjectPermission,
 )
 from .ledger import LedgerEntry
+from .notifications import Notification, NotificationPreference
 from .posts import Post, Revision, RevisionView
 from .publishing import DeliveryAttempt, Publication, SandboxPost
 from .reviews import Decision, ReviewStep, StepClaim
@@ -21,6 +22,8 @@ __all__ = [
     "DeliveryAttempt",
     "LedgerEntry",
     "Membership",
+    "Notification",
+    "NotificationPreference",
     "Post",
     "Publication",
     "Revision",
