@@ -1,17 +1,36 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.forms.models import model_to_dict
+from django.forms.models import BaseInlineFormSet, model_to_dict
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
 from guardian.shortcuts import get_group_perms, get_user_perms
 
-from . import ledger
+from . import conditions, ledger, routing, workflow
 from .connectors import connector_choices
-from .models import LedgerEntry, Post, Publication, SocialAccount, Team
+from .models import (
+    ApprovalRule,
+    LedgerEntry,
+    Post,
+    Publication,
+    ReviewStep,
+    RuleStep,
+    SocialAccount,
+    StepClaim,
+    Tag,
+    Team,
+)
 from .models.accounts import Membership
+from .models.rules import ROUTING_HELP
 
 
 def _snapshot(obj):
@@ -198,3 +217,523 @@ class PostAdmin(ReadOnlyAdmin):
 class PublicationAdmin(ReadOnlyAdmin):
     list_display = ["pk", "post", "account", "state", "external_id", "attempts", "delivered_at"]
     list_filter = ["state"]
+
+
+@admin.register(Tag)
+class TagAdmin(LedgeredAdmin):
+    list_display = ["name", "kind"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+
+
+# --- Approval rules ------------------------------------------------------------------------------
+
+
+def _due_text(due_hours, business_hours):
+    if due_hours is None:
+        return "no limit"
+    unit = "business hour" if business_hours else "hour"
+    return f"{due_hours} {unit}{'' if due_hours == 1 else 's'}"
+
+
+def _condition_text(condition):
+    try:
+        return conditions.parse(condition).describe()
+    except conditions.ConditionError as error:
+        return f"invalid: {error}"
+
+
+def _rule_snapshot(rule):
+    """A rule as the ledger keeps it: its settings, its condition and its steps, by name."""
+    steps = (
+        RuleStep.objects.filter(rule=rule)
+        .select_related("group", "escalation_group")
+        .order_by("stage", "group__name", "pk")
+    )
+    return {
+        "name": rule.name,
+        "description": rule.description,
+        "priority": rule.priority,
+        "enabled": rule.enabled,
+        "requires_review": rule.requires_review,
+        "allow_multiple_steps_per_reviewer": rule.allow_multiple_steps_per_reviewer,
+        "condition": rule.condition,
+        "version": rule.version,
+        "steps": [
+            {
+                "group": step.group.name,
+                "quorum": step.quorum,
+                "stage": step.stage,
+                "due_hours": step.due_hours,
+                "business_hours": step.business_hours,
+                "escalation_group": step.escalation_group.name if step.escalation_group else None,
+            }
+            for step in steps
+        ],
+    }
+
+
+def _tests_in(node):
+    """The leaf tests of a parsed condition."""
+    if isinstance(node, conditions.All | conditions.Any):
+        for part in node.parts:
+            yield from _tests_in(part)
+    elif isinstance(node, conditions.Not):
+        yield from _tests_in(node.part)
+    else:
+        yield node
+
+
+def _lowered(queryset):
+    return {name.lower() for name in queryset.values_list("name", flat=True)}
+
+
+# Tests that name things: the test's attribute holding the names, and the names that exist.
+NAMED_TESTS = {
+    conditions.Team: ("teams", lambda: _lowered(Team.objects)),
+    conditions.TagTest: ("tags", lambda: _lowered(Tag.objects)),
+    conditions.Network: ("networks", lambda: {network for network, _ in connector_choices()}),
+    conditions.Account: ("ids", lambda: set(SocialAccount.objects.values_list("pk", flat=True))),
+}
+
+
+def _unknown_names(condition):
+    """What a condition names that does not exist: a typo never matches, and says nothing."""
+    unknown = []
+    for test in _tests_in(conditions.parse(condition)):
+        if type(test) in NAMED_TESTS:
+            attribute, existing = NAMED_TESTS[type(test)]
+            missing = sorted(getattr(test, attribute) - existing(), key=str)
+            unknown += [f"{test.key} “{name}”" for name in missing]
+    return unknown
+
+
+def _is_catch_all(rule):
+    """An enabled rule that requires review of every post."""
+    return rule.enabled and rule.requires_review and not rule.condition
+
+
+def _catch_all_left():
+    rules = ApprovalRule.objects.filter(enabled=True, requires_review=True).only("condition")
+    return any(not rule.condition for rule in rules)
+
+
+def _removal_refusal(rules):
+    """Why disabling or deleting these rules is refused, or None.
+
+    Without an enabled rule that requires review, no post could ever be reviewed again.
+    """
+    reviewing = [rule for rule in rules if rule.enabled and rule.requires_review]
+    if not reviewing:
+        return None
+    others = ApprovalRule.objects.filter(enabled=True, requires_review=True).exclude(
+        pk__in=[rule.pk for rule in rules]
+    )
+    if others.exists():
+        return None
+    names = ", ".join(f"“{rule.name}”" for rule in reviewing)
+    last = "is the last enabled rule" if len(reviewing) == 1 else "are the last enabled rules"
+    return (
+        f"Refused: {names} {last} that requires review; without one, no post could be reviewed. "
+        "Enable or add another rule that requires review first."
+    )
+
+
+CATCH_ALL_WARNING = (
+    "“{name}” was the catch-all rule (it required review of every post) and no enabled rule "
+    "matches every post any more: a post that no other rule matches cannot be submitted."
+)
+
+
+class ApprovalRuleForm(forms.ModelForm):
+    class Meta:
+        model = ApprovalRule
+        fields = [
+            "name",
+            "description",
+            "priority",
+            "enabled",
+            "condition",
+            "requires_review",
+            "allow_multiple_steps_per_reviewer",
+        ]
+        widgets = {
+            "condition": forms.Textarea(
+                attrs={"rows": 5, "cols": 90, "style": "font-family: monospace"}
+            ),
+        }
+
+    def clean_condition(self):
+        condition = self.cleaned_data.get("condition")
+        return {} if condition in (None, "") else condition  # an emptied box means every post
+
+    def clean(self):
+        cleaned = super().clean()
+        rule = self.instance
+        if rule.pk and not (cleaned.get("enabled") and cleaned.get("requires_review")):
+            stored = ApprovalRule.objects.get(pk=rule.pk)
+            if refusal := _removal_refusal([stored]):
+                raise ValidationError(refusal)
+        return cleaned
+
+
+class RuleStepFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        if self.instance.requires_review and not kept:
+            raise ValidationError(
+                "A rule that requires review needs at least one step. "
+                "Untick “requires review” for a rule that exempts posts from review."
+            )
+        if not self.instance.requires_review and kept:
+            raise ValidationError(
+                "This rule requires no review, so it routes to nobody: remove its steps, "
+                "or tick “requires review”."
+            )
+        seen = set()
+        for data in kept:
+            key = (data["group"].pk, data["stage"])
+            if key in seen:
+                raise ValidationError(
+                    f"Two steps name {data['group']} in stage {data['stage']}: "
+                    "keep one, with the quorum you need."
+                )
+            seen.add(key)
+
+
+class RuleStepInline(admin.TabularInline):
+    model = RuleStep
+    formset = RuleStepFormSet
+    fields = ["stage", "group", "quorum", "due_hours", "business_hours", "escalation_group"]
+    verbose_name = "step"
+    verbose_name_plural = "steps (stages run in order; the steps of one stage run in parallel)"
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 0 if obj else 1
+
+
+class SimulateRouteForm(forms.Form):
+    author = forms.ModelChoiceField(
+        queryset=None, help_text="An advisor; rules that test the team see theirs."
+    )
+    accounts = forms.ModelMultipleChoiceField(
+        queryset=None, help_text="The accounts the post would be published to."
+    )
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), required=False, strip=False
+    )
+    link = forms.URLField(required=False, assume_scheme="https")
+    tags = forms.ModelMultipleChoiceField(queryset=None, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        author = self.fields["author"]
+        author.queryset = (
+            get_user_model()
+            .objects.filter(membership__isnull=False)
+            .select_related("membership__team")
+            .order_by("username")
+        )
+        author.label_from_instance = lambda user: f"{user.get_username()} ({user.membership.team})"
+        accounts = self.fields["accounts"]
+        accounts.queryset = SocialAccount.objects.select_related("team").order_by(
+            "team__name", "name"
+        )
+        accounts.label_from_instance = lambda account: (
+            f"#{account.pk} {account.name} ({account.network}, {account.team})"
+        )
+        self.fields["tags"].queryset = Tag.objects.all()
+
+
+@admin.register(ApprovalRule)
+class ApprovalRuleAdmin(admin.ModelAdmin):
+    """Rules decide who must approve what. Every change is one ledger entry and a new version."""
+
+    form = ApprovalRuleForm
+    inlines = [RuleStepInline]
+    list_display = [
+        "name",
+        "priority",
+        "enabled",
+        "requires_review",
+        "version",
+        "condition_text",
+        "steps_text",
+    ]
+    list_filter = ["enabled", "requires_review"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["version", "updated_at"]
+    fieldsets = [
+        (
+            "How rules combine",
+            {
+                "description": ROUTING_HELP,
+                "fields": [
+                    "name",
+                    "description",
+                    ("priority", "enabled"),
+                    ("version", "updated_at"),
+                ],
+            },
+        ),
+        (
+            "Which posts, and what review",
+            {"fields": ["condition", "requires_review", "allow_multiple_steps_per_reviewer"]},
+        ),
+    ]
+    actions = ["enable_rules", "disable_rules", "delete_selected"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("steps__group", "steps__escalation_group")
+        )
+
+    @admin.display(description="condition")
+    def condition_text(self, rule):
+        return _condition_text(rule.condition)
+
+    @admin.display(description="steps")
+    def steps_text(self, rule):
+        if not rule.requires_review:
+            return "none: exempts matching posts from review"
+        return "; ".join(
+            f"stage {step.stage}: {step.group} ×{step.quorum}, "
+            f"{_due_text(step.due_hours, step.business_hours)}"
+            + (f", escalates to {step.escalation_group}" if step.escalation_group else "")
+            for step in rule.steps.all()
+        )
+
+    # Ledger: `before` is read under a row lock when the rule is saved; the entry is written once
+    # the inline steps are saved too, in the admin's transaction, so it holds the final state.
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            stored = ApprovalRule.objects.select_for_update().get(pk=obj.pk)
+            obj._ledger_before = _rule_snapshot(stored)
+            obj.version = stored.version
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        rule = form.instance
+        before = getattr(rule, "_ledger_before", None) if change else None
+        after = _rule_snapshot(rule)
+        if before is not None:
+            if after == before:
+                return  # saved unchanged: no new version, nothing to record
+            rule.version = before["version"] + 1
+            rule.save(update_fields=["version"])
+            after["version"] = rule.version
+        self._record(request, rule, "changed" if change else "added", before, after)
+        if unknown := _unknown_names(rule.condition):
+            self.message_user(
+                request,
+                f"The condition of “{rule.name}” names what does not exist: "
+                f"{', '.join(unknown)}. It will not match on these until they exist.",
+                messages.WARNING,
+            )
+        if before is not None and before["enabled"] and not before["condition"]:
+            if before["requires_review"] and not _is_catch_all(rule) and not _catch_all_left():
+                self.message_user(
+                    request, CATCH_ALL_WARNING.format(name=rule.name), messages.WARNING
+                )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        rule = self.get_object(request, unquote(object_id))
+        if rule is not None and (refusal := _removal_refusal([rule])):
+            self.message_user(request, refusal, messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:approvals_approvalrule_change", args=[rule.pk])
+            )
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._record(request, obj, "deleted", _rule_snapshot(obj), None)
+            super().delete_model(request, obj)
+        self._warn_if_catch_all_gone(request, [obj])
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            rules = list(queryset)
+            for rule in rules:
+                self._record(request, rule, "deleted", _rule_snapshot(rule), None)
+            super().delete_queryset(request, queryset)
+        self._warn_if_catch_all_gone(request, rules)
+
+    def _warn_if_catch_all_gone(self, request, rules):
+        if _catch_all_left():
+            return
+        for rule in rules:
+            if rule.requires_review and not rule.condition:
+                self.message_user(
+                    request, CATCH_ALL_WARNING.format(name=rule.name), messages.WARNING
+                )
+
+    @admin.action(permissions=["delete"], description="Delete the selected rules")
+    def delete_selected(self, request, queryset):
+        if refusal := _removal_refusal(list(queryset)):
+            self.message_user(request, refusal, messages.ERROR)
+            return None
+        return django_delete_selected(self, request, queryset)
+
+    @admin.action(permissions=["change"], description="Enable the selected rules")
+    def enable_rules(self, request, queryset):
+        self._switch(request, queryset, enabled=True)
+
+    @admin.action(permissions=["change"], description="Disable the selected rules")
+    def disable_rules(self, request, queryset):
+        self._switch(request, queryset, enabled=False)
+
+    def _switch(self, request, queryset, *, enabled):
+        with transaction.atomic():
+            rules = list(queryset.select_for_update().exclude(enabled=enabled))
+            if not enabled and (refusal := _removal_refusal(rules)):
+                self.message_user(request, refusal, messages.ERROR)
+                return
+            for rule in rules:
+                before = _rule_snapshot(rule)
+                rule.enabled, rule.version = enabled, rule.version + 1
+                rule.save(update_fields=["enabled", "version", "updated_at"])
+                self._record(request, rule, "changed", before, _rule_snapshot(rule))
+        done = "enabled" if enabled else "disabled"
+        self.message_user(request, f"{len(rules)} rule{'s' * (len(rules) != 1)} {done}.")
+        if not enabled:
+            self._warn_if_catch_all_gone(request, rules)
+
+    def _record(self, request, rule, what, before, after):
+        ledger.append(
+            f"admin.approvalrule.{what}",
+            actor=request.user,
+            object_id=rule.pk,
+            object=rule.name,
+            before=before,
+            after=after,
+        )
+
+    # The simulator: the route a post would get now, and which rule produced each step.
+
+    def get_urls(self):
+        simulate = path(
+            "simulate/",
+            self.admin_site.admin_view(self.simulate_view),
+            name="approvals_approvalrule_simulate",
+        )
+        return [simulate, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {"routing_help": ROUTING_HELP, **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def simulate_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = SimulateRouteForm(request.POST if request.method == "POST" else None)
+        route = no_route = None
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            try:
+                route = routing.simulate(
+                    author=data["author"],
+                    account_ids=[account.pk for account in data["accounts"]],
+                    text=data["text"],
+                    link=data["link"],
+                    tag_names=[tag.name for tag in data["tags"]],
+                )
+            except routing.NoRoute as error:
+                no_route = str(error)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Simulate a route",
+            "form": form,
+            "route": route,
+            "no_route": no_route,
+            "routing_help": ROUTING_HELP,
+        }
+        if route is not None:
+            context["steps"] = [
+                {
+                    "stage": step.stage,
+                    "group": step.group.name,
+                    "quorum": step.quorum,
+                    "due": _due_text(step.due_hours, step.business_hours),
+                    "escalation_group": step.escalation_group,
+                    "rules": step.reasons,
+                }
+                for step in route.steps
+            ]
+            context["matched"] = [
+                {"rule": rule, "condition": _condition_text(rule.condition)}
+                for rule in route.matched
+            ]
+        return TemplateResponse(request, "admin/approvals/approvalrule/simulate.html", context)
+
+
+@admin.register(ReviewStep)
+class ReviewStepAdmin(ReadOnlyAdmin):
+    """Frozen routes: what each revision needs, and why. Read-only; the workflow moves them."""
+
+    list_display = [
+        "post",
+        "revision",
+        "group",
+        "stage",
+        "quorum",
+        "state",
+        "due_at",
+        "escalated_at",
+        "why",
+    ]
+    list_filter = ["state", "group"]
+    list_select_related = ["post", "revision__post", "group"]
+
+
+@admin.register(StepClaim)
+class StepClaimAdmin(admin.ModelAdmin):
+    """Who is reviewing what. Deleting a claim releases it through the workflow (ledgered)."""
+
+    list_display = ["reviewer", "step", "claimed_at", "expires_at", "is_live"]
+    list_select_related = ["reviewer", "step__group", "step__revision__post"]
+    readonly_fields = ["step", "reviewer", "claimed_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and request.user.has_perm(
+            "approvals.oversee_posts"
+        )
+
+    @admin.display(description="lapses at")
+    def expires_at(self, claim):
+        return claim.expires_at
+
+    @admin.display(description="live", boolean=True)
+    def is_live(self, claim):
+        return claim.is_live
+
+    def delete_model(self, request, obj):
+        self._release(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for claim in queryset.select_related("step"):
+            self._release(request, claim)
+
+    def _release(self, request, claim):
+        try:
+            workflow.release_claim(claim.step.post_id, request.user, claim_id=claim.pk)
+        except workflow.WorkflowError as error:
+            self.message_user(request, error.message, messages.ERROR)

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from .conditions import Facts
+from .conditions import ConditionError, Facts
 from .duetime import due_at
 from .models import ApprovalRule, ReviewStep, SocialAccount
 
@@ -78,7 +78,16 @@ def compute_route(facts):
     rules = ApprovalRule.objects.filter(enabled=True).prefetch_related(
         "steps__group", "steps__escalation_group"
     )
-    matched = [rule for rule in rules if rule.matches(facts)]
+    matched = []
+    for rule in rules:
+        try:
+            if rule.matches(facts):
+                matched.append(rule)
+        except ConditionError as error:
+            # Fail closed: a broken rule must not let a post through with less review.
+            raise NoRoute(
+                f"Approval rule “{rule.name}” is misconfigured ({error}); ask a compliance admin."
+            ) from None
     if not matched:
         raise NoRoute("No approval rule applies to this post; ask a compliance admin.")
     reviewing = [rule for rule in matched if rule.requires_review]
@@ -88,7 +97,7 @@ def compute_route(facts):
     ):
         return Route(steps=[], matched=matched, exempted_by=exempting[0])
 
-    merged = {}
+    merged, now = {}, timezone.now()
     for rule in reviewing:
         for rule_step in rule.steps.all():
             key = (rule_step.group_id, rule_step.stage)
@@ -108,8 +117,11 @@ def compute_route(facts):
                 continue
             # Two rules, one group, one stage: the stricter wins.
             step.quorum = max(step.quorum, rule_step.quorum)
+            # The earlier deadline wins, compared as real moments (business vs calendar hours).
             if rule_step.due_hours is not None and (
-                step.due_hours is None or rule_step.due_hours < step.due_hours
+                step.due_hours is None
+                or due_at(now, rule_step.due_hours, rule_step.business_hours)
+                < due_at(now, step.due_hours, step.business_hours)
             ):
                 step.due_hours, step.business_hours = rule_step.due_hours, rule_step.business_hours
             step.escalation_group = step.escalation_group or rule_step.escalation_group
@@ -127,12 +139,17 @@ def route_for_revision(revision):
 
 
 def simulate(*, author, account_ids, text, link="", tag_names=()):
-    """The route a post would get, for the admin simulator and `simulate_route`."""
+    """The route a post would get, for the admin simulator and `simulate_route`.
+
+    Text and link are cleaned as a submitted revision's are, so length tests see the same length.
+    """
     from .models import Tag
+    from .text import clean_text
 
     team = author.membership.team
     accounts = list(SocialAccount.objects.filter(pk__in=account_ids))
     tags = list(Tag.objects.filter(name__in=tag_names))
+    text, link = clean_text(text or "").strip(), (link or "").strip()
     return compute_route(facts_for(team=team, accounts=accounts, text=text, link=link, tags=tags))
 
 

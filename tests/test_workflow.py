@@ -126,3 +126,12 @@ def test_resubmitting_unchanged_content_after_changes_requested_is_refused(world
         workflow.submit(in_review.pk, world.alice)
     assert Post.objects.get(pk=in_review.pk).state == State.CHANGES_REQUESTED
     assert LedgerEntry.objects.count() == before
+
+
+def test_a_broken_rule_refuses_submission_instead_of_skipping_review(world, draft):
+    from approvals.models import ApprovalRule
+
+    ApprovalRule.objects.create(name="Typo", condition={"netwrk": ["x"]})  # saved without clean()
+    with pytest.raises(workflow.Conflict, match="Typo"):
+        workflow.submit(draft.pk, world.alice)
+    assert Post.objects.get(pk=draft.pk).state == State.DRAFT

@@ -39,6 +39,14 @@ GRANT_MODELS = {
     ("guardian", "userobjectpermission"),
     ("guardian", "groupobjectpermission"),
 }
+# Configuration a compliance admin may also delete (rules, their steps, tags), and claims, whose
+# deletion in the admin releases them through the workflow.
+DELETABLE_MODELS = {
+    ("approvals", "approvalrule"),
+    ("approvals", "rulestep"),
+    ("approvals", "tag"),
+    ("approvals", "stepclaim"),
+}
 
 
 class Command(BaseCommand):
@@ -248,7 +256,7 @@ class Command(BaseCommand):
             key = (model._meta.app_label, model._meta.model_name)
             if model is LedgerEntry:
                 actions = ["view"]  # the ledger is append-only, even for compliance
-            elif key in GRANT_MODELS:
+            elif key in GRANT_MODELS or key in DELETABLE_MODELS:
                 actions = ["add", "change", "delete", "view"]
             else:
                 actions = ["add", "change", "view"]
