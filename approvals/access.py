@@ -1,17 +1,52 @@
 """Who may see which post: written once, used by every view."""
 
-from django.db.models import F, Q
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
-from guardian.shortcuts import get_objects_for_user
+from django.utils import timezone
 
-from .models import Post, Team
+from .models import (
+    Decision,
+    Post,
+    ReviewStep,
+    StepClaim,
+    Team,
+    TeamGroupObjectPermission,
+    TeamUserObjectPermission,
+)
 from .models.posts import State
 
 
+def _user_groups(user):
+    return get_user_model().groups.through.objects.filter(user_id=user.pk).values("group_id")
+
+
 def reviewable_teams(user):
-    return get_objects_for_user(
-        user, "approvals.review_team", klass=Team, accept_global_perms=False
-    )
+    """The teams the user is granted `approvals.review_team` on, directly or through a group.
+
+    The same teams as guardian's `get_objects_for_user(user, "approvals.review_team",
+    klass=Team, accept_global_perms=False)` (a test holds them equal): a superuser gets every
+    team, anyone else the teams of their object permissions (guardian's direct foreign-key
+    tables). A lazy queryset, so that in a filter it is a subquery, never a list in Python.
+    Written as one UNION of the two grant tables because guardian's `id IN (...) OR id IN (...)`
+    makes PostgreSQL guess three teams in four: on 100,000 posts that guess sent the review
+    queue to nested loops and JIT compilation, twice as slow (see benchmarks/queue.py).
+    """
+    if user.is_superuser:
+        return Team.objects.all()
+    permission = Permission.objects.filter(
+        content_type__app_label="approvals", codename="review_team"
+    ).values("pk")
+    direct = TeamUserObjectPermission.objects.filter(
+        user_id=user.pk, permission__in=permission
+    ).values("content_object_id")
+    through_groups = TeamGroupObjectPermission.objects.filter(
+        group_id__in=_user_groups(user), permission__in=permission
+    ).values("content_object_id")
+    return Team.objects.filter(pk__in=direct.union(through_groups))
 
 
 def visible_posts(user):
@@ -31,11 +66,96 @@ def post_for_user(user, pk):
         raise Http404("No such post") from None
 
 
-def review_queue(user):
-    """Posts waiting for this reviewer: their teams, not their own, soonest due then oldest."""
+def waiting_steps(user):
+    """The review steps waiting for this reviewer, most urgent first: one query, no details.
+
+    A row is an active step of a post's current revision, on a post in review of a team the user
+    reviews (guardian grant), not authored by the user, that the user may decide: the step's group
+    is one of theirs, or the step was escalated to one of their groups; and that
+    `workflow._pick_step` would not refuse: the user has not decided this step, and has not
+    approved another step of the revision unless this step allows it. Grants, groups and
+    decisions are subqueries, so the query is the same whatever the number of posts.
+
+    One row per step, not per post: each step is its own gate (group, quorum, due time, claims),
+    so the queue labels each row with its group, and a post that needs two of the reviewer's
+    groups shows twice until they approve one of them; then the other row disappears, because
+    segregation of duties would refuse it. This keeps the query portable (no DISTINCT ON, no
+    window) and the pagination exact.
+
+    Order: due time ascending with steps without one last, which puts every overdue step
+    (due_at <= now) first, most overdue first, then the ones due soonest; then publish time
+    (none last), then submission time, then the step id so that pages are stable.
+    """
+    my_groups = _user_groups(user)
+    my_decisions = Decision.objects.filter(reviewer_id=user.pk)
     return (
-        Post.objects.filter(state=State.IN_REVIEW, team__in=reviewable_teams(user))
-        .exclude(author=user)
-        .select_related("current_revision", "team", "author")
-        .order_by(F("publish_at").asc(nulls_last=True), "submitted_at")
+        ReviewStep.objects.filter(
+            state=ReviewStep.State.ACTIVE,
+            revision_id=F("post__current_revision_id"),
+            post__state=State.IN_REVIEW,
+            post__team__in=reviewable_teams(user).values("pk"),
+        )
+        .exclude(post__author_id=user.pk)
+        .filter(
+            Q(group__in=my_groups) | Q(escalated_at__isnull=False, escalation_group__in=my_groups)
+        )
+        .filter(~Exists(my_decisions.filter(step=OuterRef("pk"))))
+        .filter(
+            Q(allow_multiple_steps_per_reviewer=True)
+            | ~Exists(
+                my_decisions.filter(revision=OuterRef("revision"), outcome=Decision.Outcome.APPROVE)
+            )
+        )
+        .order_by(
+            F("due_at").asc(nulls_last=True),
+            F("post__publish_at").asc(nulls_last=True),
+            F("post__submitted_at").asc(nulls_last=True),
+            "pk",
+        )
     )
+
+
+def with_queue_details(steps, now=None):
+    """What a queue row shows, loaded with the rows: the post, its author, team and current
+    revision, the groups, `approvals` (approvals counted so far on the step) and `live_claims`
+    (claims younger than CLAIM_MINUTES at `now`, oldest first, with their reviewer; one more
+    query, for the rows fetched only)."""
+    now = now or timezone.now()
+    claim_cutoff = now - timezone.timedelta(minutes=settings.REVIEWFLOW["CLAIM_MINUTES"])
+    approvals = (
+        Decision.objects.filter(step=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
+        .order_by()
+        .values("step")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        steps.select_related(
+            "post",
+            "post__author",
+            "post__team",
+            "post__current_revision",
+            "group",
+            "escalation_group",
+        )
+        .annotate(approvals=Coalesce(Subquery(approvals, output_field=IntegerField()), 0))
+        .prefetch_related(
+            Prefetch(
+                "claims",
+                queryset=StepClaim.objects.filter(claimed_at__gt=claim_cutoff)
+                .select_related("reviewer")
+                .order_by("claimed_at", "pk"),
+                to_attr="live_claims",
+            )
+        )
+    )
+
+
+def review_queue(user, now=None):
+    """The review steps waiting for this reviewer with everything a queue row shows: ONE query
+    for the rows (see `waiting_steps`), one for their live claims (see `with_queue_details`).
+
+    The queue page does not page through this queryset: it pages through the bare ids of
+    `waiting_steps` and loads the details of the 50 rows shown only (see views/reviews.py).
+    """
+    return with_queue_details(waiting_steps(user), now)

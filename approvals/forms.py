@@ -3,7 +3,7 @@ from django.conf import settings
 from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
-from .models import SocialAccount
+from .models import SocialAccount, Tag
 
 
 class AccountChoiceField(forms.ModelMultipleChoiceField):
@@ -31,6 +31,17 @@ class PostForm(forms.Form):
             "invalid_choice": "One of the chosen accounts is not one you may publish to.",
             "invalid_pk_value": "One of the chosen accounts is not one you may publish to.",
             "required": "Choose at least one account to publish to.",
+        },
+    )
+    tags = forms.ModelMultipleChoiceField(
+        queryset=Tag.objects.all(),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="Tags",
+        help_text="Product or campaign: approval rules may route tagged posts to more reviewers.",
+        error_messages={
+            "invalid_choice": "One of the chosen tags does not exist.",
+            "invalid_pk_value": "One of the chosen tags does not exist.",
         },
     )
     publish_at = forms.DateTimeField(
@@ -63,6 +74,7 @@ class PostForm(forms.Form):
             "text": data["text"],
             "link": data["link"],
             "account_ids": [a.pk for a in data["accounts"]],
+            "tag_ids": [t.pk for t in data["tags"]],
             "publish_at": data["publish_at"],
         }
 
@@ -82,6 +94,9 @@ class DecisionForm(forms.Form):
         help_text="Required to request changes or reject; the author sees it.",
     )
     revision_hash = forms.CharField(widget=forms.HiddenInput)
+    # The step the decision counts for, when the reviewer may decide on several; empty: the
+    # workflow picks the one step waiting for them.
+    step_id = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def clean(self):
         data = super().clean()
@@ -91,6 +106,14 @@ class DecisionForm(forms.Form):
         ):
             self.add_error("reason", "Say why, so the author knows what to change.")
         return data
+
+
+class ClaimForm(forms.Form):
+    step_id = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+
+class ReleaseClaimForm(forms.Form):
+    claim_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
 
 
 class CommentForm(forms.Form):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Prefetch, Q
+from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
@@ -294,10 +294,20 @@ def eligible_steps(post, user):
 
 
 def _active_steps(post):
+    """The active steps of the current revision, with what the checks below read: a fixed number
+    of queries whatever the number of steps, approvals and claims."""
     return list(
-        post.steps.filter(
-            revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE
-        ).select_related("group", "escalation_group")
+        post.steps.filter(revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE)
+        .select_related("group", "escalation_group")
+        .annotate(
+            approval_count=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE))
+        )
+        .prefetch_related(
+            Prefetch(
+                "claims",
+                queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
+            )
+        )
     )
 
 
@@ -335,7 +345,7 @@ def _decision_options(post, by, step_id=None):
         decided_steps.add(decided_step)
         if outcome == Decision.Outcome.APPROVE:
             approved_other.add(decided_step)
-    free, refusals = [], []
+    free, refusals, claimed = [], [], []
     for step in steps:
         if step.pk in decided_steps:
             refusals.append(Conflict("You already decided on this step."))
@@ -347,7 +357,7 @@ def _decision_options(post, by, step_id=None):
                 )
             )
         elif (holder := _claimed_by_others(step, by)) is not None:
-            refusals.append(
+            claimed.append(
                 Conflict(
                     f"In review by {holder.reviewer.get_username()} since "
                     f"{timezone.localtime(holder.claimed_at):%H:%M}; you can read it, "
@@ -359,7 +369,6 @@ def _decision_options(post, by, step_id=None):
     if free:
         return free, None
     # A claim is the refusal that passes: say it first, so the reviewer knows to come back.
-    claimed = [r for r in refusals if r.message.startswith("In review by")]
     return [], (claimed or refusals)[0]
 
 
@@ -372,9 +381,10 @@ def _not_waiting_for(active, step_id):
     return f"This post waits for {groups}; you are not in {that}."
 
 
-def decidable_steps(post, user):
-    """The steps `user` may decide on (or claim) now; empty when `decision_refusal` says why."""
-    return _decision_options(post, user)[0]
+def decision_options(post, user):
+    """(the steps `user` may decide on or claim now, None), or ([], why they cannot)."""
+    steps, refusal = _decision_options(post, user)
+    return steps, (refusal.message if refusal else None)
 
 
 def decision_refusal(post, user, step_id=None):
@@ -392,13 +402,12 @@ def _pick_step(post, by, step_id):
 
 
 def _claimed_by_others(step, user):
-    """The live claim that leaves no approval free for `user`, or None."""
-    claims = list(step.claims.select_related("reviewer").order_by("claimed_at", "pk"))
+    """The live claim that leaves no approval free for `user`, or None (steps of _active_steps)."""
+    claims = sorted(step.claims.all(), key=lambda claim: (claim.claimed_at, claim.pk))
     live = [claim for claim in claims if claim.is_live]
     if not live or any(claim.reviewer_id == user.pk for claim in claims):
         return None
-    approvals = step.decisions.filter(outcome=Decision.Outcome.APPROVE).count()
-    return live[0] if approvals + len(live) >= step.quorum else None
+    return live[0] if step.approval_count + len(live) >= step.quorum else None
 
 
 @transaction.atomic
@@ -514,8 +523,11 @@ def _release_on_commit(post):
 def claim(post_id, by, *, step_id=None):
     """Take one of the approvals a step still needs, so others see who is on it."""
     post = _lock(post_id)
-    if by.pk == post.author_id or not may_decide(post, by) or post.state != State.IN_REVIEW:
+    if by.pk == post.author_id or not may_decide(post, by):
         raise NotAllowed("You cannot take this post for review.")
+    if post.state != State.IN_REVIEW:
+        # As for a decision: someone else was first, or the author moved it; a stale page.
+        raise Conflict(f"This post is {post.get_state_display().lower()}, not in review.")
     step = _pick_step(post, by, step_id)
     StepClaim.objects.filter(step=step, reviewer=by).delete()
     StepClaim.objects.filter(step=step, claimed_at__lt=timezone.now() - _claim_lapse()).delete()

@@ -43,39 +43,6 @@ def test_home_lists_the_advisors_posts_by_state(client, world, draft, in_review)
     assert reverse("post_detail", args=[other.pk]) in page
 
 
-def test_queue_holds_only_granted_teams_and_never_own_posts(client, world, in_review):
-    paris_post = workflow.submit(
-        workflow.create_post(world.bruno, text="Paris", account_ids=[world.paris_sandbox.pk]).pk,
-        world.bruno,
-    )
-    client.force_login(world.rita)
-    queue = client.get(reverse("review_queue")).content.decode()
-    assert reverse("post_detail", args=[in_review.pk]) in queue
-    assert reverse("post_detail", args=[paris_post.pk]) not in queue
-    client.force_login(world.tom)
-    queue = client.get(reverse("review_queue")).content.decode()
-    assert reverse("post_detail", args=[paris_post.pk]) in queue
-    assert reverse("post_detail", args=[in_review.pk]) not in queue
-
-
-def test_queue_orders_soonest_publish_time_then_oldest(client, world):
-    from django.utils import timezone
-
-    ids = []
-    for hours in (None, 48, 2):
-        publish_at = timezone.now() + timezone.timedelta(hours=hours) if hours else None
-        post = workflow.create_post(
-            world.alice,
-            text=f"due {hours}",
-            account_ids=[world.lyon_sandbox.pk],
-            publish_at=publish_at,
-        )
-        ids.append(workflow.submit(post.pk, world.alice).pk)
-    client.force_login(world.rita)
-    posts = list(client.get(reverse("review_queue")).context["posts"])
-    assert [p.pk for p in posts] == [ids[2], ids[1], ids[0]]
-
-
 def test_review_page_has_decision_buttons_for_reviewers_only(client, world, in_review):
     url = reverse("post_detail", args=[in_review.pk])
     client.force_login(world.rita)

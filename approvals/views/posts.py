@@ -1,18 +1,27 @@
 from collections import defaultdict
 
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from approvals import workflow
 from approvals.access import post_for_user, review_queue
 from approvals.connectors import get_connector
 from approvals.diff import word_diff
-from approvals.forms import CommentForm, DecisionForm, PostForm, WithdrawForm
+from approvals.forms import (
+    ClaimForm,
+    CommentForm,
+    DecisionForm,
+    PostForm,
+    ReleaseClaimForm,
+    WithdrawForm,
+)
 from approvals.models import LedgerEntry, Post, RevisionView
 from approvals.models.posts import State, may_decide, may_retry
 from approvals.text import clean_text
 
 from .common import done, refused
+from .route import route_view
 
 
 def home(request):
@@ -55,9 +64,7 @@ def _save_post(request, post=None):
         except workflow.WorkflowError as error:
             return refused(request, error, post)
     status = 400 if request.method == "POST" else 200
-    return render(
-        request, "approvals/post_form.html", {"form": form, "post": post}, status=status
-    )
+    return render(request, "approvals/post_form.html", {"form": form, "post": post}, status=status)
 
 
 def _initial(post):
@@ -68,6 +75,7 @@ def _initial(post):
         "text": revision.text,
         "link": revision.link,
         "accounts": list(revision.accounts.all()),
+        "tags": list(revision.tags.all()),
         "publish_at": post.publish_at,
     }
 
@@ -126,27 +134,55 @@ def _render_detail(request, post, decision_form=None, status=200):
     user = request.user
     revision = post.current_revision
     can_decide = post.state == State.IN_REVIEW and may_decide(post, user)
+    timeline = list(LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"))
+    route = route_view(post, revision, timeline)
     context = {
         "post": post,
         "revision": revision,
         "accounts": revision.accounts.all(),
+        "tags": revision.tags.all(),
         "is_author": post.author_id == user.pk,
         "can_decide": can_decide,
         "can_retry": post.state == State.FAILED and may_retry(post, user),
         "decisions": post.decisions.select_related("reviewer", "revision"),
         "publications": post.publications.select_related("account", "revision"),
-        "timeline": LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"),
+        "timeline": timeline,
+        "route": route,
+        "can_release_any_claim": user.has_perm("approvals.oversee_posts"),
+        # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
+        "needs_edit_to_resubmit": post.state == State.CHANGES_REQUESTED and bool(route.steps),
         "decision_form": decision_form
         or DecisionForm(initial={"revision_hash": revision.content_hash}),
         "comment_form": CommentForm(),
         "withdraw_form": WithdrawForm(),
     }
     if can_decide:
+        context.update(_decision_context(post, user, route, decision_form))
         context["diff"] = _diff_since_last_seen(post, user)
-        RevisionView.objects.update_or_create(
-            user=user, post=post, defaults={"revision": revision}
-        )
+        RevisionView.objects.update_or_create(user=user, post=post, defaults={"revision": revision})
     return render(request, "approvals/post_detail.html", context, status=status)
+
+
+def _decision_context(post, user, route, decision_form):
+    """The steps this reviewer may decide on, their own claims, or why they cannot decide.
+
+    The workflow says it (`decision_options`, the checks `decide` and `claim` make), so the page
+    shows the buttons exactly when the server would accept the decision.
+    """
+    steps, refusal = workflow.decision_options(post, user)
+    choices = []
+    for step in steps:
+        view = route.step(step.pk)
+        mine = [c for c in view.live_claims if c.reviewer_id == user.pk] if view else []
+        choices.append({"step": step, "my_claim": mine[0] if mine else None})
+    selected = decision_form.data.get("step_id") if decision_form is not None else None
+    if not any(str(choice["step"].pk) == selected for choice in choices) and choices:
+        selected = str(choices[0]["step"].pk)
+    return {
+        "decidable": choices,
+        "selected_step_id": selected,
+        "decision_refusal": refusal,
+    }
 
 
 def _diff_since_last_seen(post, user):
@@ -207,7 +243,7 @@ def post_decide(request, pk):
     post = post_for_user(request.user, pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        if "revision_hash" in form.errors or "outcome" in form.errors:
+        if {"revision_hash", "outcome", "step_id"} & set(form.errors):
             error = workflow.WorkflowError("This form is incomplete; reload the page.")
             return refused(request, error, post)
         return _detail_with_decision_errors(request, post, form)
@@ -218,6 +254,7 @@ def post_decide(request, pk):
             outcome=form.cleaned_data["outcome"],
             reason=form.cleaned_data["reason"],
             revision_hash=form.cleaned_data["revision_hash"],
+            step_id=form.cleaned_data["step_id"],
         )
     except workflow.ContentError as error:
         for field, message in error.errors.items():
@@ -232,5 +269,33 @@ def _detail_with_decision_errors(request, post, form):
     return _render_detail(request, post, decision_form=form, status=400)
 
 
-def review_queue_view(request):
-    return render(request, "approvals/queue.html", {"posts": review_queue(request.user)})
+@require_POST
+def post_claim(request, pk):
+    """Take the review of a step, so other reviewers see who is on it."""
+    post = post_for_user(request.user, pk)
+    form = ClaimForm(request.POST)
+    if not form.is_valid():
+        error = workflow.WorkflowError("This form is incomplete; reload the page.")
+        return refused(request, error, post)
+    try:
+        claim = workflow.claim(post.pk, request.user, step_id=form.cleaned_data["step_id"])
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    until = timezone.localtime(claim.expires_at)
+    message = f"You took this review; other reviewers see it until {until:%H:%M}."
+    return done(request, message, post)
+
+
+@require_POST
+def post_release_claim(request, pk):
+    """The reviewer gives a step back, or a compliance admin releases someone's claim."""
+    post = post_for_user(request.user, pk)
+    form = ReleaseClaimForm(request.POST)
+    if not form.is_valid():
+        error = workflow.WorkflowError("This form is incomplete; reload the page.")
+        return refused(request, error, post)
+    try:
+        workflow.release_claim(post.pk, request.user, claim_id=form.cleaned_data["claim_id"])
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, "Claim released: the step is free for every reviewer.", post)
