@@ -5,9 +5,7 @@ import unicodedata
 
 # C0/C1 controls except tab and newline, plus the bidi overrides and isolates that can make
 # text display differently from what a reviewer reads ("Trojan Source"). ZWJ stays: emoji use it.
-_UNWANTED = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ufff9-\ufffb]"
-)
+_UNWANTED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ufff9-\ufffb]")
 
 
 def clean_text(value):

@@ -123,9 +123,7 @@ class StepClaim(models.Model):
 
     @property
     def expires_at(self):
-        return self.claimed_at + timezone.timedelta(
-            minutes=settings.REVIEWFLOW["CLAIM_MINUTES"]
-        )
+        return self.claimed_at + timezone.timedelta(minutes=settings.REVIEWFLOW["CLAIM_MINUTES"])
 
     @property
     def is_live(self):
