@@ -7,6 +7,7 @@ sam; in team Paris, advisor bruno and reviewer tom; carla, compliance admin.
 import importlib
 import os
 import shutil
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -159,6 +160,26 @@ def in_review(world, draft):
     from approvals import workflow
 
     return workflow.submit(draft.pk, world.alice)
+
+
+def at_once(count, work):
+    """Run `work(n)` in `count` threads released together; each closes its own connection."""
+    barrier = threading.Barrier(count)
+    results = [None] * count
+
+    def run(n):
+        try:
+            barrier.wait(timeout=30)
+            results[n] = work(n)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
 
 
 def login(client, user):

@@ -1,9 +1,6 @@
 """Twenty reviewers deciding on one post at the same moment: exactly one decision counts."""
 
-import threading
-
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from guardian.shortcuts import assign_perm
@@ -12,7 +9,7 @@ from approvals import workflow
 from approvals.models import Decision, LedgerEntry, Post
 from approvals.models.posts import State
 
-from .conftest import make_user
+from .conftest import at_once, make_user
 
 THREADS = 20
 OUTCOMES = ["approve", "request_changes", "reject"]
@@ -35,28 +32,17 @@ def test_twenty_concurrent_decisions_one_wins(world, django_user_model):
         client.force_login(reviewer)
         clients.append(client)
 
-    barrier = threading.Barrier(THREADS)
-    responses = [None] * THREADS
-
     def decide(n):
-        try:
-            barrier.wait(timeout=30)
-            responses[n] = clients[n].post(
-                reverse("post_decide", args=[post.pk]),
-                {
-                    "outcome": OUTCOMES[n % 3],
-                    "reason": f"Reason from reviewer {n}",
-                    "revision_hash": revision_hash,
-                },
-            )
-        finally:
-            connection.close()
+        return clients[n].post(
+            reverse("post_decide", args=[post.pk]),
+            {
+                "outcome": OUTCOMES[n % 3],
+                "reason": f"Reason from reviewer {n}",
+                "revision_hash": revision_hash,
+            },
+        )
 
-    threads = [threading.Thread(target=decide, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    responses = at_once(THREADS, decide)
 
     codes = sorted(r.status_code for r in responses)
     assert codes == [302] + [409] * (THREADS - 1), codes

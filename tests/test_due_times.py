@@ -240,27 +240,11 @@ def test_estimated_finish_chains_the_later_stages(world, business_hours):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_escalation_runs_escalate_once(world, mailoutbox):
-    import threading
-
-    from django.db import connection
+    from .conftest import at_once
 
     post = submit(world)
     step = post.steps.get()
-    barrier = threading.Barrier(4)
-    results = []
-
-    def run():
-        try:
-            barrier.wait(timeout=30)
-            results.append(workflow.escalate_overdue(now=step.due_at + MIN))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = at_once(4, lambda n: workflow.escalate_overdue(now=step.due_at + MIN))
     assert sorted(results) == [[], [], [], [step.pk]]
     assert LedgerEntry.objects.filter(event="step.overdue").count() == 1
     overdue = [m.to[0] for m in mailoutbox if m.subject.startswith("Overdue")]

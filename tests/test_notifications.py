@@ -151,11 +151,9 @@ def test_preferences_page_saves_the_choice(client, world):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_digest_runs_send_each_digest_once(world, mailoutbox):
-    import threading
-
-    from django.db import connection
-
     from approvals import notify
+
+    from .conftest import at_once
 
     for user in (world.rita, world.sam):
         NotificationPreference.objects.create(user=user, mode="digest")
@@ -163,20 +161,7 @@ def test_concurrent_digest_runs_send_each_digest_once(world, mailoutbox):
             Notification(user=user, kind="decision", subject=f"Item {n}", body="-", digest=True)
             for n in range(3)
         )
-    barrier = threading.Barrier(4)
-
-    def run():
-        try:
-            barrier.wait(timeout=30)
-            notify.send_digests()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    at_once(4, lambda n: notify.send_digests())
     assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
     assert all("3 notifications" in m.subject for m in mailoutbox)
     assert not Notification.objects.filter(sent_at=None).exists()
