@@ -74,7 +74,7 @@ def facts_for_revision(revision):
     )
 
 
-def compute_route(facts):
+def compute_route(facts, now=None):
     rules = ApprovalRule.objects.filter(enabled=True).prefetch_related(
         "steps__group", "steps__escalation_group"
     )
@@ -97,7 +97,7 @@ def compute_route(facts):
     ):
         return Route(steps=[], matched=matched, exempted_by=exempting[0])
 
-    merged, now = {}, timezone.now()
+    merged, now = {}, now or timezone.now()
     for rule in reviewing:
         for rule_step in rule.steps.all():
             key = (rule_step.group_id, rule_step.stage)

@@ -45,6 +45,7 @@ class Step:
     quorum: int = 1
     stage: int = 1
     due_hours: int | None = None
+    business_hours: bool = False
 
 
 @dataclass
@@ -95,6 +96,7 @@ def install(rules, keep_default=False):
                 quorum=step.quorum,
                 stage=step.stage,
                 due_hours=step.due_hours,
+                business_hours=step.business_hours,
             )
         created.append(rule)
     return created
@@ -270,6 +272,30 @@ def test_overlapping_rules_keep_the_earliest_due_time_and_separate_stages(crew):
     assert versions == [("Base", 1), ("Big tickets", 1)]
     submitted = LedgerEntry.objects.get(event="post.submitted", post_id=post.pk)
     assert submitted.payload["route"]["steps"][0]["rules"] == step.reasons
+
+
+@pytest.mark.parametrize(
+    "submitted, kept",
+    [
+        # Friday 17:00: 8 business hours end Monday 16:00, after 24 calendar hours.
+        ("2026-11-27T17:00", (24, False)),
+        # Monday 09:00: 8 business hours end at 17:00 the same day.
+        ("2026-11-23T09:00", (8, True)),
+    ],
+)
+def test_overlapping_due_times_compare_real_deadlines(crew, submitted, kept):
+    from datetime import datetime
+
+    install(
+        [
+            Rule("Business", [Step(REVIEWERS, due_hours=8, business_hours=True)]),
+            Rule("Calendar", [Step(REVIEWERS, due_hours=24)]),
+        ]
+    )
+    now = datetime.fromisoformat(submitted).replace(tzinfo=timezone.get_default_timezone())
+    facts = Facts(team="Lyon", networks=frozenset({"sandbox"}), account_ids=frozenset())
+    (step,) = routing.compute_route(facts, now=now).steps
+    assert (step.due_hours, step.business_hours) == kept
 
 
 def test_second_stage_opens_only_when_the_first_is_approved(crew):
