@@ -71,6 +71,7 @@ def facts_for_revision(revision):
         text=revision.text,
         link=revision.link,
         tags=list(revision.tags.all()),
+        findings=revision.findings.values_list("category", "severity"),
     )
 
 

@@ -12,8 +12,17 @@ from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
-from . import duetime, ledger, notify, publishing, routing
-from .models import Decision, Post, ReviewStep, Revision, SocialAccount, StepClaim, Tag
+from . import duetime, ledger, notify, policy, publishing, routing
+from .models import (
+    Decision,
+    Post,
+    ReviewStep,
+    Revision,
+    RevisionFinding,
+    SocialAccount,
+    StepClaim,
+    Tag,
+)
 from .models.posts import EDITABLE_STATES, State, content_hash, may_decide
 from .text import clean_text
 
@@ -200,10 +209,41 @@ def edit_post(post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish
     return post
 
 
+class Blocked(WorkflowError):
+    """The automated checks found something that must be fixed before review."""
+
+    def __init__(self, findings):
+        problems = "; ".join(f.message for f in findings)
+        super().__init__(f"Fix this before submitting: {problems}")
+        self.findings = findings
+
+
 def _route(post):
-    """The route for the post's current revision, or a Conflict saying why there is none."""
+    """Check and freeze the current revision's findings, then compute its route.
+
+    A `block` finding refuses the move; a missing route is a Conflict saying why.
+    """
+    revision = post.current_revision
+    if not revision.findings.exists():
+        findings = policy.check_revision(revision)
+        if blocked := policy.blocking(findings):
+            raise Blocked(blocked)
+        RevisionFinding.objects.bulk_create(
+            RevisionFinding(
+                revision=revision,
+                code=f.code,
+                category=f.category,
+                severity=f.severity,
+                message=f.message,
+                fix=f.fix,
+                start=f.start,
+                end=f.end,
+                network=f.network,
+            )
+            for f in findings
+        )
     try:
-        return routing.route_for_revision(post.current_revision)
+        return routing.route_for_revision(revision)
     except routing.NoRoute as error:
         raise Conflict(str(error)) from None
 

@@ -7,12 +7,17 @@ from .accounts import (
 )
 from .ledger import LedgerEntry
 from .notifications import Notification, NotificationPreference
+from .policy import Disclaimer, LexiconEntry, NetworkRule, RevisionFinding
 from .posts import Post, Revision, RevisionView
 from .publishing import DeliveryAttempt, Publication, SandboxPost
 from .reviews import Decision, ReviewStep, StepClaim
 from .rules import ApprovalRule, RuleStep, Tag
 
 __all__ = [
+    "Disclaimer",
+    "LexiconEntry",
+    "NetworkRule",
+    "RevisionFinding",
     "ApprovalRule",
     "ReviewStep",
     "RuleStep",

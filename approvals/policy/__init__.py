@@ -1,0 +1,67 @@
+"""Automated compliance checks, one entry point: check(subject) -> findings.
+
+Each check is a small class in its own module, listed once in CHECKS; adding one touches nothing
+else. Checks run in order, and a later one can read what earlier ones found (a required
+disclaimer depends on the lexicon's categories).
+"""
+
+from django.utils.module_loading import import_string
+
+from .base import Category, Check, Finding, Severity, Subject
+
+CHECKS = [
+    # Helpers of issue 4 register their checks here, in this order:
+    # lexicon, testimonials, network rules (length, links, hashtags and mentions), disclaimers.
+]
+
+SEVERITY_ORDER = {Severity.BLOCK: 0, Severity.WARN: 1, Severity.INFO: 2}
+
+
+def check(subject: Subject) -> list[Finding]:
+    found = []
+    for path in CHECKS:
+        found.extend(import_string(path)().run(subject, list(found)))
+    return sorted(
+        found,
+        key=lambda f: (f.start is None, f.start or 0, SEVERITY_ORDER.get(f.severity, 9), f.code),
+    )
+
+
+def subject_for(*, text, link="", accounts=(), team=None, tags=()):
+    return Subject(
+        text=text,
+        link=link or "",
+        networks=frozenset(a.network for a in accounts),
+        team=team.name if team is not None else "",
+        tags=frozenset(t.name for t in tags),
+    )
+
+
+def check_revision(revision):
+    return check(
+        subject_for(
+            text=revision.text,
+            link=revision.link,
+            accounts=list(revision.accounts.all()),
+            team=revision.post.team,
+            tags=list(revision.tags.all()),
+        )
+    )
+
+
+def blocking(findings):
+    return [f for f in findings if f.severity == Severity.BLOCK]
+
+
+__all__ = [
+    "CHECKS",
+    "Category",
+    "Check",
+    "Finding",
+    "Severity",
+    "Subject",
+    "blocking",
+    "check",
+    "check_revision",
+    "subject_for",
+]
