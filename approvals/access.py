@@ -12,11 +12,13 @@ from .models import (
     Decision,
     Post,
     ReviewStep,
+    RevisionFinding,
     StepClaim,
     Team,
     TeamGroupObjectPermission,
     TeamUserObjectPermission,
 )
+from .models.policy import Severity
 from .models.posts import State
 
 
@@ -115,11 +117,27 @@ def waiting_steps(user):
     )
 
 
+def _findings_count(severity):
+    """How many findings of `severity` were frozen with the post's current revision: a
+    subquery in the rows' query, so counting adds no query."""
+    found = (
+        RevisionFinding.objects.filter(
+            revision_id=OuterRef("post__current_revision_id"), severity=severity
+        )
+        .order_by()
+        .values("revision")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(found, output_field=IntegerField()), 0)
+
+
 def with_queue_details(steps, now=None):
     """What a queue row shows, loaded with the rows: the post, its author, team and current
-    revision, the groups, `approvals` (approvals counted so far on the step) and `live_claims`
-    (claims younger than CLAIM_MINUTES at `now`, oldest first, with their reviewer; one more
-    query, for the rows fetched only)."""
+    revision, the groups, `approvals` (approvals counted so far on the step), `findings_block`,
+    `findings_warn` and `findings_info` (the current revision's findings by severity) and
+    `live_claims` (claims younger than CLAIM_MINUTES at `now`, oldest first, with their
+    reviewer; one more query, for the rows fetched only)."""
     now = now or timezone.now()
     claim_cutoff = now - timezone.timedelta(minutes=settings.REVIEWFLOW["CLAIM_MINUTES"])
     approvals = (
@@ -138,7 +156,12 @@ def with_queue_details(steps, now=None):
             "group",
             "escalation_group",
         )
-        .annotate(approvals=Coalesce(Subquery(approvals, output_field=IntegerField()), 0))
+        .annotate(
+            approvals=Coalesce(Subquery(approvals, output_field=IntegerField()), 0),
+            findings_block=_findings_count(Severity.BLOCK),
+            findings_warn=_findings_count(Severity.WARN),
+            findings_info=_findings_count(Severity.INFO),
+        )
         .prefetch_related(
             Prefetch(
                 "claims",

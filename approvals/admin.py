@@ -737,3 +737,183 @@ class StepClaimAdmin(admin.ModelAdmin):
             workflow.release_claim(claim.step.post_id, request.user, claim_id=claim.pk)
         except workflow.WorkflowError as error:
             self.message_user(request, error.message, messages.ERROR)
+
+
+# --- Automated checks: lexicon, required disclaimers, network rules ------------------------------
+
+from django.db.models import JSONField  # noqa: E402
+
+from .models import Disclaimer, LexiconEntry, NetworkRule  # noqa: E402
+from .models.policy import Category  # noqa: E402
+from .policy.links import domain_list  # noqa: E402
+
+
+def _policy_snapshot(obj):
+    """_snapshot, with the list settings (JSON fields) and the many-to-many names kept."""
+    data = _snapshot(obj)
+    for field in obj._meta.concrete_fields:
+        if isinstance(field, JSONField):
+            data[field.name] = field.value_from_object(obj)
+    for field in obj._meta.many_to_many:
+        related = getattr(obj, field.name).all() if obj.pk else []
+        data[field.name] = sorted(str(item) for item in related)
+    return data
+
+
+class PolicyAdmin(LedgeredAdmin):
+    """Ledgered as LedgeredAdmin, with lists and many-to-many values in `before` and `after`,
+    recorded once the related objects are saved; bulk deletions ledgered one by one."""
+
+    def save_model(self, request, obj, form, change):
+        stored = type(obj).objects.filter(pk=obj.pk).first() if change else None
+        obj._ledger_before = _policy_snapshot(stored) if stored else None
+        admin.ModelAdmin.save_model(self, request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
+        ledger.append(
+            f"admin.{obj._meta.model_name}.{'changed' if change else 'added'}",
+            actor=request.user,
+            object_id=obj.pk,
+            object=str(obj),
+            before=getattr(obj, "_ledger_before", None),
+            after=_policy_snapshot(obj),
+        )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._ledger_deleted(request, obj)
+            admin.ModelAdmin.delete_model(self, request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                self._ledger_deleted(request, obj)
+            super().delete_queryset(request, queryset)
+
+    def _ledger_deleted(self, request, obj):
+        ledger.append(
+            f"admin.{obj._meta.model_name}.deleted",
+            actor=request.user,
+            object_id=obj.pk,
+            object=str(obj),
+            before=_policy_snapshot(obj),
+        )
+
+
+@admin.register(LexiconEntry)
+class LexiconEntryAdmin(PolicyAdmin):
+    list_display = ["term", "language", "category", "severity", "enabled"]
+    list_filter = ["language", "category", "severity", "enabled"]
+    search_fields = ["term", "explanation", "alternative", "exceptions"]
+    list_per_page = 100
+
+
+def _string_list(value, name):
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError(f'{name}: a list of names, e.g. ["x", "linkedin"], or [].')
+    return [item.strip() for item in value if item.strip()]
+
+
+class DisclaimerForm(forms.ModelForm):
+    link_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text=Disclaimer._meta.get_field("link_url").help_text,
+    )
+
+    class Meta:
+        model = Disclaimer
+        fields = [
+            "name",
+            "text",
+            "language",
+            "networks",
+            "teams",
+            "categories",
+            "link_url",
+            "link_allowed_on",
+            "severity",
+            "enabled",
+        ]
+
+    def clean_networks(self):
+        networks = _string_list(self.cleaned_data.get("networks") or [], "Networks")
+        return [network.lower() for network in networks]
+
+    def clean_link_allowed_on(self):
+        networks = _string_list(self.cleaned_data.get("link_allowed_on") or [], "Networks")
+        return [network.lower() for network in networks]
+
+    def clean_categories(self):
+        categories = _string_list(self.cleaned_data.get("categories") or [], "Categories")
+        if unknown := sorted(set(categories) - set(Category.values)):
+            raise ValidationError(
+                f"Unknown categories: {', '.join(unknown)}. Known: {', '.join(Category.values)}."
+            )
+        return categories
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("link_allowed_on") and not cleaned.get("link_url"):
+            self.add_error("link_url", "Where is the full mention? Needed to accept a link.")
+        return cleaned
+
+
+@admin.register(Disclaimer)
+class DisclaimerAdmin(PolicyAdmin):
+    form = DisclaimerForm
+    list_display = ["name", "language", "severity", "enabled", "categories", "networks"]
+    list_filter = ["language", "severity", "enabled"]
+    search_fields = ["name", "text"]
+    filter_horizontal = ["teams"]
+
+
+class NetworkRuleForm(forms.ModelForm):
+    class Meta:
+        model = NetworkRule
+        fields = [
+            "network",
+            "max_length",
+            "weighted",
+            "url_length",
+            "max_hashtags",
+            "max_mentions",
+            "allowed_domains",
+            "denied_domains",
+            "refuse_shorteners",
+        ]
+
+    def _clean_domains(self, name):
+        value = self.cleaned_data.get(name) or ""
+        bad = [
+            line.strip()
+            for line in value.splitlines()
+            if line.strip() and not any("." in d for d in domain_list(line))
+        ]
+        if bad:
+            raise ValidationError(f"Not domain names: {', '.join(bad)} (one per line).")
+        return "\n".join(line.strip() for line in value.splitlines() if line.strip())
+
+    def clean_allowed_domains(self):
+        return self._clean_domains("allowed_domains")
+
+    def clean_denied_domains(self):
+        return self._clean_domains("denied_domains")
+
+
+@admin.register(NetworkRule)
+class NetworkRuleAdmin(PolicyAdmin):
+    form = NetworkRuleForm
+    list_display = [
+        "network",
+        "max_length",
+        "weighted",
+        "url_length",
+        "max_hashtags",
+        "max_mentions",
+        "refuse_shorteners",
+    ]
+    list_filter = ["weighted", "refuse_shorteners"]
+    search_fields = ["network"]

@@ -74,12 +74,22 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
+SHIPPED_DATA = [  # data migrations whose rows a transactional test's flush removes
+    "approvals.migrations.0003_default_route",
+    "approvals.migrations.0007_default_network_rules",
+    "approvals.migrations.0008_default_lexicon",
+    "approvals.migrations.0009_default_disclaimers",
+]
+
+
 @pytest.fixture(autouse=True)
-def _ledger_append_only(request):
-    """Keep the ledger's triggers on during every test, off only for a transactional flush.
+def _database_as_migrated(request):
+    """Every test sees the database as `migrate` leaves it: triggers on, shipped data present.
 
     A transactional test ends with a flush (DELETE on SQLite, TRUNCATE on PostgreSQL) that the
-    triggers rightly refuse, so they are removed just before it and reinstalled for the next test.
+    ledger's triggers rightly refuse, so they are removed just before it and reinstalled for the
+    next test; the flush also empties the shipped rules, lexicon and disclaimers, so transactional
+    tests put them back first (each migration's function is idempotent).
     """
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker and marker.kwargs.get("transaction")) or (
@@ -92,6 +102,9 @@ def _ledger_append_only(request):
 
     request.getfixturevalue("transactional_db" if transactional else "db")
     set_append_only(connection, True)
+    if transactional:
+        for module in SHIPPED_DATA:
+            importlib.import_module(module).create(django_apps, None)
     yield
     if transactional:
         set_append_only(connection, False)
@@ -117,9 +130,7 @@ def world(django_user_model):
     for reviewer in (w.rita, w.sam):
         assign_perm("approvals.review_team", reviewer, lyon)
     assign_perm("approvals.review_team", w.tom, paris)
-    # The catch-all rule shipped by migration 0003 routes every post to this group (a
-    # transactional test's flush removes it, so make sure it is there).
-    importlib.import_module("approvals.migrations.0003_default_route").create(django_apps, None)
+    # The catch-all rule shipped by migration 0003 routes every post to this group.
     w.reviewers = Group.objects.get(name="Compliance reviewers")
     w.reviewers.user_set.add(w.rita, w.sam, w.tom)
     w.carla.is_staff = True

@@ -35,7 +35,7 @@ PAYLOADS = XSS + BLNS
 PAGE_TAGS = {
     "a", "article", "aside", "blockquote", "body", "br", "button", "caption", "code", "del", "div",
     "fieldset", "footer", "form", "h1", "h2", "h3", "head", "header", "html", "input", "ins",
-    "label", "legend", "li", "link", "main", "meta", "nav", "ol", "option", "p", "script",
+    "label", "legend", "li", "link", "main", "mark", "meta", "nav", "ol", "option", "p", "script",
     "section", "select", "small", "span", "strong", "table", "tbody", "td", "textarea", "th",
     "thead", "time", "title", "tr", "ul",
 }  # fmt: skip

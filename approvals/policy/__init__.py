@@ -10,8 +10,15 @@ from django.utils.module_loading import import_string
 from .base import Category, Check, Finding, Severity, Subject
 
 CHECKS = [
+    "approvals.policy.lexicon.LexiconCheck",
+    "approvals.policy.testimonials.TestimonialCheck",
     # Helpers of issue 4 register their checks here, in this order:
     # lexicon, testimonials, network rules (length, links, hashtags and mentions), disclaimers.
+    # (the lexicon and testimonial checks go here, above the network rules)
+    "approvals.policy.network.NetworkLengthCheck",
+    "approvals.policy.links.LinkCheck",
+    "approvals.policy.network.HashtagMentionCheck",
+    "approvals.policy.disclaimers.DisclaimerCheck",  # last: reads the categories found above
 ]
 
 SEVERITY_ORDER = {Severity.BLOCK: 0, Severity.WARN: 1, Severity.INFO: 2}

@@ -4,7 +4,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from approvals import workflow
+from approvals import policy, workflow
 from approvals.access import post_for_user, review_queue
 from approvals.connectors import get_connector
 from approvals.diff import word_diff
@@ -16,8 +16,10 @@ from approvals.forms import (
     ReleaseClaimForm,
     WithdrawForm,
 )
+from approvals.highlight import checks_context
 from approvals.models import LedgerEntry, Post, RevisionView
 from approvals.models.posts import State, may_decide, may_retry
+from approvals.policy.network import network_length
 from approvals.text import clean_text
 
 from .common import done, refused
@@ -108,8 +110,8 @@ def preview(request):
     previews = []
     for account in accounts:
         connector = get_connector(account.network)
-        used = connector.count(text, link)
-        limit = connector.max_length
+        measured = network_length(account.network, text, link)  # the NetworkRule, if any
+        used, limit = measured or (connector.count(text, link), connector.max_length)
         previews.append(
             {
                 "account": account,
@@ -122,8 +124,32 @@ def preview(request):
     return render(
         request,
         "approvals/partials/preview.html",
-        {"text": text, "link": link, "previews": previews},
+        {
+            "text": text,
+            "link": link,
+            "previews": previews,
+            "checks": _live_checks(
+                request.user, form, text, form.cleaned_data.get("link") or link, accounts
+            ),
+        },
     )
+
+
+def _live_checks(user, form, text, link, accounts):
+    """The automated checks on what is being typed (None while there is no text to check)."""
+    if not text.strip():
+        return None
+    membership = getattr(user, "membership", None)
+    findings = policy.check(
+        policy.subject_for(
+            text=text,
+            link=link,
+            accounts=accounts,
+            team=membership.team if membership is not None else None,
+            tags=form.cleaned_data.get("tags") or [],
+        )
+    )
+    return checks_context(text, findings, frozen=False, editor=True)
 
 
 def post_detail(request, pk):
@@ -136,6 +162,9 @@ def _render_detail(request, post, decision_form=None, status=200):
     can_decide = post.state == State.IN_REVIEW and may_decide(post, user)
     timeline = list(LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"))
     route = route_view(post, revision, timeline)
+    # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
+    needs_edit_to_resubmit = post.state == State.CHANGES_REQUESTED and bool(route.steps)
+    findings, frozen = _revision_findings(post, revision, needs_edit_to_resubmit)
     context = {
         "post": post,
         "revision": revision,
@@ -149,8 +178,8 @@ def _render_detail(request, post, decision_form=None, status=200):
         "timeline": timeline,
         "route": route,
         "can_release_any_claim": user.has_perm("approvals.oversee_posts"),
-        # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
-        "needs_edit_to_resubmit": post.state == State.CHANGES_REQUESTED and bool(route.steps),
+        "needs_edit_to_resubmit": needs_edit_to_resubmit,
+        "checks": checks_context(revision.text, findings, frozen=frozen),
         "decision_form": decision_form
         or DecisionForm(initial={"revision_hash": revision.content_hash}),
         "comment_form": CommentForm(),
@@ -161,6 +190,16 @@ def _render_detail(request, post, decision_form=None, status=200):
         context["diff"] = _diff_since_last_seen(post, user)
         RevisionView.objects.update_or_create(user=user, post=post, defaults={"revision": revision})
     return render(request, "approvals/post_detail.html", context, status=status)
+
+
+def _revision_findings(post, revision, submitted):
+    """(findings, frozen?): the findings frozen with the revision when it was submitted, or,
+    for a revision not submitted yet (a draft, or an edit after changes were requested), the
+    checks run now. `submitted`: reviewers already have this revision (it has review steps)."""
+    frozen = list(revision.findings.all())
+    if frozen or submitted or post.state not in (State.DRAFT, State.CHANGES_REQUESTED):
+        return frozen, True
+    return policy.check_revision(revision), False
 
 
 def _decision_context(post, user, route, decision_form):

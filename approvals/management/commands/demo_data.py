@@ -217,8 +217,10 @@ class Command(BaseCommand):
         post = workflow.create_post(
             bruno,
             text=(
-                "Rendement garanti de 12 %, zéro risque ! Guaranteed 12% return, zero risk: "
-                "double your savings before the end of the year. DM us now 🚀"
+                "Double your savings before year end with our new fund. Our clients love it: "
+                '"best advisor ever" - John D. DM us now 🚀'
+                # ("Rendement garanti, zéro risque" would not even be submitted: the automated
+                # checks block it; this one passes them with a warning and a reviewer rejects it.)
             ),
             account_ids=[paris_sandbox.pk],
         )
@@ -229,8 +231,8 @@ class Command(BaseCommand):
             outcome=Decision.Outcome.REJECT,
             revision_hash=post.current_revision.content_hash,
             reason=(
-                "A guaranteed return with no risk is misleading (AMF/ACPR, FINRA 2210): "
-                "not publishable in any form."
+                "Promising to double savings is misleading and the quote is an unverified "
+                "testimonial (FINRA 2210, SEC 206(4)-1): not publishable in any form."
             ),
         )
 
