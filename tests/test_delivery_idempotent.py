@@ -189,7 +189,10 @@ def test_editing_approved_content_voids_the_approval(
     post, callbacks = approved(world, target.account, django_capture_on_commit_callbacks)
 
     workflow.edit_post(
-        post.pk, world.alice, text=TEXT + " Nouvelle date : samedi 14 juin.", account_ids=[target.account.pk]
+        post.pk,
+        world.alice,
+        text=TEXT + " Nouvelle date : samedi 14 juin.",
+        account_ids=[target.account.pk],
     )
 
     post.refresh_from_db()
