@@ -300,12 +300,13 @@ def test_readme_screenshots(browser_page, live_server, world, tmp_path):
     shot("home")
     page.get_by_role("link", name="New post", exact=True).click()
     page.get_by_label("Text").fill(
-        "Journée portes ouvertes le 14 juin : venez rencontrer nos conseillers. "
-        "Programme sur https://example.com/portes-ouvertes"
+        "Journée portes ouvertes le 14 juin : le meilleur placement de l'année, noté 5 étoiles "
+        "par nos clients ! Performance de +8 % en 2025. Programme sur https://bit.ly/po-lyon"
     )
     page.get_by_label("Lyon branch").check()
     expect(page.locator("#preview")).to_contain_text("characters left")
-    shot("editor")
+    expect(page.locator("#preview mark").first).to_be_visible()
+    shot("editor", full_page=True)
     page.goto(f"{base}/posts/{published.pk}/")
     shot("post_published", full_page=True)
     page.goto(f"{base}/sandbox/{world.lyon_sandbox.pk}/")

@@ -197,3 +197,14 @@ def test_through_the_entry_point():
         ("testimonial.stars", "★★★★★"),
         ("testimonial.quote", "« Parfait, merci » — Anne, cliente depuis 2018"),
     ]
+
+
+@pytest.mark.django_db
+def test_a_rating_found_by_two_checks_is_reported_once():
+    from approvals.policy import Subject, check
+
+    text = "Noté 5 étoiles par nos clients"
+    findings = [f for f in check(Subject(text=text)) if f.category == "testimonial"]
+    assert [(text[f.start : f.end], f.code) for f in findings] == [
+        ("Noté 5 étoiles", "testimonial.rating")
+    ]

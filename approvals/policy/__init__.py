@@ -29,9 +29,28 @@ def check(subject: Subject) -> list[Finding]:
     for path in CHECKS:
         found.extend(import_string(path)().run(subject, list(found)))
     return sorted(
-        found,
+        _without_nested(found),
         key=lambda f: (f.start is None, f.start or 0, SEVERITY_ORDER.get(f.severity, 9), f.code),
     )
+
+
+def _without_nested(found):
+    """Drop a finding whose span lies inside another of the same category, at least as severe:
+    "5 étoiles" (lexicon) inside "noté 5 étoiles" (testimonials) is one problem, said once."""
+
+    def covers(outer, inner):
+        return (
+            outer is not inner
+            and outer.category == inner.category
+            and outer.start is not None
+            and inner.start is not None
+            and outer.start <= inner.start
+            and inner.end <= outer.end
+            and (outer.start, outer.end) != (inner.start, inner.end)
+            and SEVERITY_ORDER.get(outer.severity, 9) <= SEVERITY_ORDER.get(inner.severity, 9)
+        )
+
+    return [f for f in found if not any(covers(other, f) for other in found)]
 
 
 def subject_for(*, text, link="", accounts=(), team=None, tags=()):
