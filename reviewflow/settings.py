@@ -154,6 +154,9 @@ TIME_ZONE = os.environ.get("TIME_ZONE", "Europe/Paris")
 USE_I18N = True
 USE_TZ = True
 
+MEDIA_URL = "media/"  # served through approvals' access check, never as public files
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
@@ -247,6 +250,21 @@ REVIEWFLOW = {
     # Business hours for due times that count them: days (0=Monday) and hours, server timezone.
     "BUSINESS_DAYS": env_int_list("REVIEWFLOW_BUSINESS_DAYS", [0, 1, 2, 3, 4]),
     "BUSINESS_HOURS": env_list("REVIEWFLOW_BUSINESS_HOURS", ["09:00", "18:00"]),
+    # Encryption key for network credentials at rest (see approvals/secrets.py).
+    "CREDENTIALS_KEY": os.environ.get("REVIEWFLOW_CREDENTIALS_KEY", ""),
+    # Outbound calls to private, loopback or link-local addresses are refused (SSRF) unless this
+    # is on: tests and on-premises receivers set it.
+    "ALLOW_PRIVATE_NETWORKS": env_bool("REVIEWFLOW_ALLOW_PRIVATE_NETWORKS", False),
+    "HTTP_TIMEOUT_SECONDS": env_float("REVIEWFLOW_HTTP_TIMEOUT_SECONDS", 10),
+    # Network API base URLs: settings, so tests and self-hosted networks can point elsewhere.
+    "API_BASE_URLS": {
+        "linkedin": os.environ.get("REVIEWFLOW_LINKEDIN_API", "https://api.linkedin.com"),
+        "x": os.environ.get("REVIEWFLOW_X_API", "https://api.x.com"),
+        "facebook": os.environ.get("REVIEWFLOW_FACEBOOK_API", "https://graph.facebook.com"),
+    },
+    # Delivery: attempts before a publication fails for good, and the backoff between them.
+    "DELIVERY_MAX_ATTEMPTS": env_int("REVIEWFLOW_DELIVERY_MAX_ATTEMPTS", 6),
+    "DELIVERY_BACKOFF_SECONDS": env_float("REVIEWFLOW_DELIVERY_BACKOFF_SECONDS", 30),
     "WEBHOOK_TIMEOUT_SECONDS": env_float("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", 10),
     "WEBHOOK_MAX_ATTEMPTS": env_int("REVIEWFLOW_WEBHOOK_MAX_ATTEMPTS", 4),
     "WEBHOOK_BACKOFF_SECONDS": env_float("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", 1.0),

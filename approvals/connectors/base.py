@@ -6,11 +6,24 @@ from approvals.models.posts import content_hash
 
 
 class DeliveryError(Exception):
-    """A delivery that did not happen. `permanent` says whether trying again can help."""
+    """A call to a network that did not succeed, said in plain words.
 
-    def __init__(self, message, *, permanent=False):
+    `permanent`: trying again cannot help. `retry_after`: seconds the network asked us to wait.
+    `reconnect`: the credentials are expired or revoked; an admin or the owner must reconnect.
+    """
+
+    def __init__(self, message, *, permanent=False, retry_after=None, reconnect=False):
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or reconnect
+        self.retry_after = retry_after
+        self.reconnect = reconnect
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+    reconnect: bool = False
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,8 @@ class ReleasedContent:
     tag_ids: tuple
     post_id: int
     revision_number: int
+    image_path: str = ""  # a local file path, when the revision has an image
+    image_sha256: str = ""
 
     @classmethod
     def of(cls, revision):
@@ -33,13 +48,30 @@ class ReleasedContent:
             account_ids=tuple(sorted(revision.accounts.values_list("pk", flat=True))),
             content_hash=revision.content_hash,
             tag_ids=tuple(sorted(revision.tags.values_list("pk", flat=True))),
+            image_path=revision.image.path if revision.image else "",
+            image_sha256=revision.image_sha256,
             post_id=revision.post_id,
             revision_number=revision.number,
         )
 
     def hash_matches(self):
-        computed = content_hash(self.text, self.link, self.account_ids, self.tag_ids)
+        if self.image_path and _file_sha256(self.image_path) != self.image_sha256:
+            return False
+        computed = content_hash(
+            self.text, self.link, self.account_ids, self.tag_ids, self.image_sha256
+        )
         return computed == self.content_hash
+
+    def image_bytes(self):
+        with open(self.image_path, "rb") as image:
+            return image.read()
+
+
+def _file_sha256(path):
+    import hashlib
+
+    with open(path, "rb") as image:
+        return hashlib.file_digest(image, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -84,4 +116,19 @@ class Connector:
     def publish(self, account, content: ReleasedContent, idempotency_key) -> Delivered:
         raise NotImplementedError
 
-    # Later: retract(account, external_id) and fetch_interactions(account, since).
+    def retract(self, account, external_id):
+        """Delete the post on the network; raise DeliveryError when it cannot be done."""
+        raise DeliveryError(f"{self.label} cannot delete posts", permanent=True)
+
+    def find_delivery(self, account, idempotency_key, content) -> Delivered | None:
+        """Whether an earlier, interrupted attempt did publish (for the stalled-delivery sweeper).
+
+        None means "not found or cannot tell"; the sweeper then re-sends with the same key.
+        """
+        return None
+
+    def health(self, account) -> Health:
+        """Check the account's credentials with the network, without publishing."""
+        return Health(ok=True, detail="nothing to check")
+
+    # Later: fetch_interactions(account, since).

@@ -5,6 +5,7 @@ from .accounts import (
     TeamGroupObjectPermission,
     TeamUserObjectPermission,
 )
+from .credentials import AccountCredential
 from .ledger import LedgerEntry
 from .notifications import Notification, NotificationPreference
 from .policy import Disclaimer, LexiconEntry, NetworkRule, RevisionFinding
@@ -14,6 +15,7 @@ from .reviews import Decision, ReviewStep, StepClaim
 from .rules import ApprovalRule, RuleStep, Tag
 
 __all__ = [
+    "AccountCredential",
     "Disclaimer",
     "LexiconEntry",
     "NetworkRule",

@@ -16,17 +16,22 @@ class State(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
     PUBLISHING = "publishing", "Publishing"
     PUBLISHED = "published", "Published"
+    PARTIALLY_PUBLISHED = "partially_published", "Partly published"
     FAILED = "failed", "Failed"
+    RETRACTED = "retracted", "Retracted"
     EXPIRED = "expired", "Expired"
 
 
 EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED, State.APPROVED)
 
 
-def content_hash(text, link, account_ids, tag_ids=()):
+def content_hash(text, link, account_ids, tag_ids=(), image_sha256=""):
     """sha256 of a revision's content: what reviewers approve and what connectors must receive."""
+    content = {"text": text, "link": link, "accounts": sorted(account_ids), "tags": sorted(tag_ids)}
+    if image_sha256:
+        content["image"] = image_sha256
     canonical = json.dumps(
-        {"text": text, "link": link, "accounts": sorted(account_ids), "tags": sorted(tag_ids)},
+        content,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -159,13 +164,31 @@ class Post(ConcurrentTransitionMixin, models.Model):
     def mark_published(self):
         pass
 
+    @transition(field=state, source=State.PUBLISHING, target=State.PARTIALLY_PUBLISHED)
+    def mark_partially_published(self):
+        """Some deliveries succeeded and others failed for good: say so, never "published"."""
+
     @transition(field=state, source=State.PUBLISHING, target=State.FAILED)
     def mark_failed(self):
         pass
 
-    @transition(field=state, source=State.FAILED, target=State.PUBLISHING, permission=may_retry)
+    @transition(
+        field=state,
+        source=[State.FAILED, State.PARTIALLY_PUBLISHED],
+        target=State.PUBLISHING,
+        permission=may_retry,
+    )
     def retry(self):
         pass
+
+    @transition(
+        field=state,
+        source=[State.PUBLISHED, State.PARTIALLY_PUBLISHED, State.FAILED],
+        target=State.RETRACTED,
+        permission=may_retry,
+    )
+    def retract(self):
+        """Take-down: the author or a compliance admin removes it from every network."""
 
     @transition(
         field=state, source=State.APPROVED, target=State.EXPIRED, conditions=[approval_lapsed]
@@ -187,6 +210,9 @@ class Revision(models.Model):
     link = models.URLField(max_length=2000, blank=True)
     accounts = models.ManyToManyField("approvals.SocialAccount", related_name="revisions")
     tags = models.ManyToManyField("approvals.Tag", related_name="revisions", blank=True)
+    # One image per post; its sha256 is part of the content hash, so it is approved byte for byte.
+    image = models.FileField(upload_to="revisions/%Y/%m/", blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True)
     content_hash = models.CharField(max_length=64)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"

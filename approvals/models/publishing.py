@@ -15,6 +15,7 @@ class Publication(models.Model):
         SENDING = "sending", "Sending"
         DELIVERED = "delivered", "Published"
         FAILED = "failed", "Failed"
+        RETRACTED = "retracted", "Retracted"
 
     post = models.ForeignKey(
         "approvals.Post", on_delete=models.PROTECT, related_name="publications"
@@ -33,7 +34,11 @@ class Publication(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The outbox: a pending publication is (re)enqueued when it is due and not recently enqueued.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    retracted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
