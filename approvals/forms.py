@@ -44,6 +44,13 @@ class PostForm(forms.Form):
             "invalid_pk_value": "One of the chosen tags does not exist.",
         },
     )
+    image = forms.FileField(
+        required=False,
+        label="Image",
+        widget=forms.FileInput(attrs={"accept": "image/png,image/jpeg,image/gif,image/webp"}),
+        help_text="Optional: one PNG, JPEG, GIF or WebP image, approved with the text.",
+    )
+    remove_image = forms.BooleanField(required=False, label="Remove the current image")
     publish_at = forms.DateTimeField(
         required=False,
         label="Publish at",
@@ -77,6 +84,12 @@ class PostForm(forms.Form):
             "tag_ids": [t.pk for t in data["tags"]],
             "publish_at": data["publish_at"],
         }
+
+    def image_choice(self, keep):
+        """For the workflow: a new upload, None to remove, or `keep` to keep the current one."""
+        if self.cleaned_data.get("image"):
+            return self.cleaned_data["image"]
+        return None if self.cleaned_data.get("remove_image") else keep
 
 
 class DecisionForm(forms.Form):

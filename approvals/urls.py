@@ -9,6 +9,11 @@ urlpatterns = [
     path("posts/preview/", posts.preview, name="post_preview"),
     path("posts/<int:pk>/", posts.post_detail, name="post_detail"),
     path("posts/<int:pk>/edit/", posts.post_edit, name="post_edit"),
+    path(
+        "posts/<int:pk>/revisions/<int:number>/image/",
+        posts.revision_image,
+        name="revision_image",
+    ),
     path("posts/<int:pk>/submit/", posts.post_submit, name="post_submit"),
     path("posts/<int:pk>/withdraw/", posts.post_withdraw, name="post_withdraw"),
     path("posts/<int:pk>/retry/", posts.post_retry, name="post_retry"),

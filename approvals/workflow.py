@@ -12,7 +12,7 @@ from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
-from . import duetime, ledger, notify, policy, publishing, routing
+from . import duetime, ledger, media, notify, policy, publishing, routing
 from .models import (
     Decision,
     Post,
@@ -85,15 +85,24 @@ class Content:
     link: str
     accounts: list
     tags: list
+    image: object = None  # a new upload, or the name of the image the revision keeps
+    image_sha256: str = ""
 
     @property
     def hash(self):
         return content_hash(
-            self.text, self.link, [a.pk for a in self.accounts], [t.pk for t in self.tags]
+            self.text,
+            self.link,
+            [a.pk for a in self.accounts],
+            [t.pk for t in self.tags],
+            self.image_sha256,
         )
 
 
-def _validate_content(author, text, link, account_ids, tag_ids):
+KEEP = object()  # edit_post(image=KEEP): the new revision keeps the current image
+
+
+def _validate_content(author, text, link, account_ids, tag_ids, image=None, current=None):
     text = clean_text(text or "").strip()
     link = (link or "").strip()
     errors = {}
@@ -110,9 +119,19 @@ def _validate_content(author, text, link, account_ids, tag_ids):
     tags = list(Tag.objects.filter(pk__in=tag_ids))
     if len(tags) != len(set(tag_ids)):
         errors["tags"] = "One of the chosen tags does not exist."
+    image_name, image_sha256 = None, ""
+    if image is KEEP:
+        if current is not None and current.image:
+            image_name, image_sha256 = current.image.name, current.image_sha256
+    elif image is not None:
+        try:
+            image_sha256 = media.check_image(image)
+            image_name = image
+        except ValueError as error:
+            errors["image"] = str(error)
     if errors:
         raise ContentError(errors)
-    return Content(text, link, accounts, tags)
+    return Content(text, link, accounts, tags, image_name, image_sha256)
 
 
 class ContentError(WorkflowError):
@@ -132,7 +151,15 @@ def _new_revision(post, author, content):
         link=content.link,
         content_hash=content.hash,
         created_by=author,
+        image_sha256=content.image_sha256,
+        # A kept image is the same file: revisions are immutable, so they can share it.
+        image=content.image if isinstance(content.image, str) else "",
     )
+    if content.image is not None and not isinstance(content.image, str):
+        # Saved under a name derived from its hash; the row is immutable, so set it in place.
+        name = media.store_image(content.image, content.image_sha256)
+        Revision.objects.filter(pk=revision.pk).update(image=name)
+        revision.image.name = name
     revision.accounts.set(content.accounts)
     revision.tags.set(content.tags)
     return revision
@@ -146,15 +173,16 @@ def _revision_summary(revision):
         "link": revision.link,
         "accounts": sorted(a.pk for a in revision.accounts.all()),
         "tags": sorted(t.name for t in revision.tags.all()),
+        "image_sha256": revision.image_sha256,
     }
 
 
 @transaction.atomic
-def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at=None):
+def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=None):
     membership = getattr(author, "membership", None)
     if membership is None:
         raise NotAllowed("Only advisors who belong to a team can draft posts.")
-    content = _validate_content(author, text, link, account_ids, tag_ids)
+    content = _validate_content(author, text, link, account_ids, tag_ids, image)
     post = Post.objects.create(team_id=membership.team_id, author=author, publish_at=publish_at)
     post.current_revision = _new_revision(post, author, content)
     post.save(update_fields=["current_revision"])
@@ -169,14 +197,21 @@ def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at
 
 
 @transaction.atomic
-def edit_post(post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish_at=None):
-    """Save new content. Editing approved content voids the approval and resubmits it."""
+def edit_post(
+    post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=KEEP
+):
+    """Save new content. Editing approved content voids the approval and resubmits it.
+
+    `image`: KEEP the current one, None to remove it, or a new upload.
+    """
     post = _lock(post_id)
     if by.pk != post.author_id:
         raise NotAllowed("Only the author can edit this post.")
     if post.state not in EDITABLE_STATES:
         raise Conflict(f"A post that is {post.get_state_display().lower()} cannot be edited.")
-    content = _validate_content(by, text, link, account_ids, tag_ids)
+    content = _validate_content(
+        by, text, link, account_ids, tag_ids, image, current=post.current_revision
+    )
     changed = content.hash != post.current_revision.content_hash
     schedule_changed = publish_at != post.publish_at
     if not changed and not schedule_changed:

@@ -242,6 +242,7 @@ REVIEWFLOW = {
     # How long an approval stays valid before the content must be reviewed again.
     "APPROVAL_VALID_DAYS": env_int("REVIEWFLOW_APPROVAL_VALID_DAYS", 90),
     "MAX_POST_LENGTH": env_int("REVIEWFLOW_MAX_POST_LENGTH", 10000),
+    "MAX_IMAGE_BYTES": env_int("REVIEWFLOW_MAX_IMAGE_BYTES", 5 * 1024 * 1024),
     # A publication claimed by a worker that has not reported back after this is retried
     # (with the same idempotency key, so a receiver can drop a duplicate).
     "DELIVERY_LEASE_SECONDS": env_int("REVIEWFLOW_DELIVERY_LEASE_SECONDS", 300),

@@ -1,10 +1,11 @@
 from collections import defaultdict
 
-from django.shortcuts import render
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from approvals import policy, workflow
+from approvals import media, policy, workflow
 from approvals.access import post_for_user, review_queue
 from approvals.connectors import get_connector
 from approvals.diff import word_diff
@@ -48,14 +49,23 @@ def home(request):
 
 
 def _save_post(request, post=None):
-    form = PostForm(request.POST or None, user=request.user, initial=_initial(post))
+    form = PostForm(
+        request.POST or None, request.FILES or None, user=request.user, initial=_initial(post)
+    )
     if request.method == "POST" and form.is_valid():
         try:
             if post is None:
-                post = workflow.create_post(request.user, **form.workflow_kwargs)
+                post = workflow.create_post(
+                    request.user, **form.workflow_kwargs, image=form.image_choice(None)
+                )
                 return done(request, "Draft saved.", post)
             was_approved = post.state == State.APPROVED
-            post = workflow.edit_post(post.pk, request.user, **form.workflow_kwargs)
+            post = workflow.edit_post(
+                post.pk,
+                request.user,
+                **form.workflow_kwargs,
+                image=form.image_choice(workflow.KEEP),
+            )
             if was_approved and post.state == State.IN_REVIEW:
                 message = "Saved. The approval is void: the post is back in review."
                 return done(request, message, post)
@@ -338,3 +348,17 @@ def post_release_claim(request, pk):
     except workflow.WorkflowError as error:
         return refused(request, error, post)
     return done(request, "Claim released: the step is free for every reviewer.", post)
+
+
+def revision_image(request, pk, number):
+    """A revision's image, for people who may see the post (never a public media URL)."""
+    post = post_for_user(request.user, pk)
+    revision = get_object_or_404(post.revisions, number=number)
+    if not revision.image:
+        raise Http404("No image")
+    response = FileResponse(
+        revision.image.open("rb"), content_type=media.content_type(revision.image.path)
+    )
+    response["Content-Disposition"] = "inline"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

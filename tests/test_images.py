@@ -1,0 +1,118 @@
+"""One image per post: checked by its bytes, part of the approved content hash, served privately."""
+
+import base64
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from approvals import workflow
+from approvals.connectors import ReleasedContent
+from approvals.models import Post
+
+pytestmark = pytest.mark.django_db
+
+# A 1x1 transparent PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+
+
+def upload(data=PNG, name="photo.png"):
+    return SimpleUploadedFile(name, data, content_type="image/png")
+
+
+def test_an_image_is_part_of_the_approved_content(world):
+    post = workflow.create_post(
+        world.alice, text="Salon de l'épargne", account_ids=[world.lyon_sandbox.pk], image=upload()
+    )
+    revision = post.current_revision
+    assert revision.image_sha256 and revision.image.name.endswith(".png")
+    content = ReleasedContent.of(revision)
+    assert content.hash_matches() and content.image_bytes() == PNG
+    # The same text without the image is another content.
+    edited = workflow.edit_post(
+        post.pk,
+        world.alice,
+        text="Salon de l'épargne",
+        account_ids=[world.lyon_sandbox.pk],
+        image=None,
+    )
+    assert edited.current_revision.number == 2
+    assert edited.current_revision.content_hash != revision.content_hash
+    assert not edited.current_revision.image
+
+
+def test_editing_text_keeps_the_image(world):
+    post = workflow.create_post(
+        world.alice, text="Version 1", account_ids=[world.lyon_sandbox.pk], image=upload()
+    )
+    edited = workflow.edit_post(
+        post.pk, world.alice, text="Version 2", account_ids=[world.lyon_sandbox.pk]
+    )
+    assert edited.current_revision.image.name == post.current_revision.image.name
+    assert edited.current_revision.image_sha256 == post.current_revision.image_sha256
+
+
+def test_tampered_image_file_no_longer_matches(world):
+    post = workflow.create_post(
+        world.alice, text="Image", account_ids=[world.lyon_sandbox.pk], image=upload()
+    )
+    content = ReleasedContent.of(post.current_revision)
+    with open(content.image_path, "ab") as image:
+        image.write(b"tampered")
+    assert not content.hash_matches()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [(b"<svg onload=alert(1)>", "PNG, JPEG, GIF or WebP"), (b"MZ\x90\x00", "PNG, JPEG")],
+)
+def test_not_an_image_is_refused_next_to_the_field(client, world, data, message):
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Avec image", "accounts": [world.lyon_sandbox.pk], "image": upload(data, "x.png")},
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Post.objects.exists()
+
+
+def test_too_large_image_is_refused(client, world, settings):
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "MAX_IMAGE_BYTES": 50}
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Grande image", "accounts": [world.lyon_sandbox.pk], "image": upload(PNG * 2)},
+    )
+    assert response.status_code == 400 and "maximum" in response.content.decode()
+
+
+def test_image_is_served_only_to_people_who_may_see_the_post(client, world):
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Avec image", "accounts": [world.lyon_sandbox.pk], "image": upload()},
+    )
+    post = Post.objects.get()
+    assert response.status_code == 302
+    url = reverse("revision_image", args=[post.pk, 1])
+    page = client.get(reverse("post_detail", args=[post.pk])).content.decode()
+    assert url in page
+    image = client.get(url)
+    assert image.status_code == 200 and image["Content-Type"] == "image/png"
+    assert b"".join(image.streaming_content) == PNG
+    client.force_login(world.tom)  # another team
+    assert client.get(url).status_code == 404
+    client.logout()
+    assert client.get(url).status_code == 302
