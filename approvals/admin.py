@@ -12,12 +12,14 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from guardian.admin import GuardedModelAdmin
 from guardian.shortcuts import get_group_perms, get_user_perms
 
-from . import conditions, ledger, routing, workflow
+from . import conditions, health, ledger, routing, workflow
 from .connectors import connector_choices
 from .models import (
+    AccountCredential,
     ApprovalRule,
     LedgerEntry,
     Post,
@@ -145,11 +147,21 @@ class TeamAdmin(LedgeredAdmin, GuardedModelAdmin):
 
 @admin.register(SocialAccount)
 class SocialAccountAdmin(LedgeredAdmin):
-    list_display = ["name", "handle", "network", "team", "owner", "validated", "validated_at"]
-    list_filter = ["network", "validated", "team"]
+    list_display = [
+        "name",
+        "handle",
+        "network",
+        "team",
+        "owner",
+        "validated",
+        "validated_at",
+        "connection",
+    ]
+    list_filter = ["network", "validated", "team", "credential__status"]
+    list_select_related = ["team", "owner", "credential"]
     search_fields = ["name", "handle"]
-    readonly_fields = ["validated_by", "validated_at"]
-    actions = ["validate_accounts"]
+    readonly_fields = ["validated_by", "validated_at", "connection_detail"]
+    actions = ["validate_accounts", "check_connections"]
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -180,6 +192,108 @@ class SocialAccountAdmin(LedgeredAdmin):
                     object_id=account.pk,
                     object=str(account),
                 )
+
+    # Credentials: connected on the Connect page, shown by status only, never by value.
+
+    @admin.display(description="connection", ordering="credential__status")
+    def connection(self, account):
+        state, label = health.connection_state(account)
+        if state in (AccountCredential.Status.RECONNECT, "missing"):
+            return format_html('<strong style="color: #ba2121">{}</strong>', label)
+        return label
+
+    @admin.display(description="connection")
+    def connection_detail(self, account):
+        if account.pk is None:
+            return "Save the account, then connect it."
+        state, label = health.connection_state(account)
+        credential = AccountCredential.objects.filter(account=account).first()
+        detail = f" — {credential.status_detail}" if credential and credential.status_detail else ""
+        return format_html(
+            '{} <a class="button" href="{}">Connect…</a>',
+            f"{label}{detail}",
+            reverse("admin:approvals_socialaccount_connect", args=[account.pk]),
+        )
+
+    @admin.action(permissions=["change"], description="Check the connection of the selected")
+    def check_connections(self, request, queryset):
+        _check_connections(self, request, queryset)
+
+    def get_urls(self):
+        from .views import connect
+
+        own = [
+            path(
+                "oauth/callback/",
+                self.admin_site.admin_view(connect.oauth_callback),
+                name="approvals_socialaccount_oauth_callback",
+            ),
+            path(
+                "<path:object_id>/connect/",
+                self.admin_site.admin_view(connect.connect),
+                name="approvals_socialaccount_connect",
+            ),
+        ]
+        return [*own, *super().get_urls()]
+
+
+def _check_connections(model_admin, request, accounts):
+    counts = {}
+    for account in accounts:
+        credential = health.check_account(account, actor=request.user)
+        label = credential.get_status_display() if credential else "Not connected"
+        counts[label] = counts.get(label, 0) + 1
+    summary = ", ".join(f"{label}: {count}" for label, count in sorted(counts.items()))
+    model_admin.message_user(request, f"Checked. {summary or 'Nothing to check.'}")
+
+
+@admin.register(AccountCredential)
+class AccountCredentialAdmin(admin.ModelAdmin):
+    """Stored credentials, by status only: a token is write-only (the Connect page sets it)."""
+
+    list_display = ["account", "status_label", "checked_at", "expires_at", "external_account_id"]
+    list_filter = ["status", "account__network"]
+    list_select_related = ["account"]
+    search_fields = ["account__name", "account__handle", "external_account_id"]
+    fields = [
+        "account",
+        "status",
+        "status_detail",
+        "checked_at",
+        "expires_at",
+        "external_account_id",
+        "updated_at",
+    ]
+    readonly_fields = fields
+    actions = ["check_now"]
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, credential):
+        if credential.status == AccountCredential.Status.RECONNECT:
+            return format_html(
+                '<strong style="color: #ba2121">{}</strong>', credential.get_status_display()
+            )
+        return credential.get_status_display()
+
+    def has_add_permission(self, request):
+        return False  # the account's Connect page stores tokens
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        health.remove_credential(obj.account, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for credential in queryset.select_related("account"):
+            health.remove_credential(credential.account, actor=request.user)
+
+    @admin.action(permissions=["view"], description="Check the selected credentials now")
+    def check_now(self, request, queryset):
+        if not request.user.has_perm("approvals.change_socialaccount"):
+            raise PermissionDenied
+        accounts = [credential.account for credential in queryset.select_related("account")]
+        _check_connections(self, request, accounts)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

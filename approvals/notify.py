@@ -193,6 +193,69 @@ def publish_at_risk(post_id, estimated_finish=None):
     )
 
 
+def reconnect_needed(account_id):
+    """An account's token is expired or revoked: tell whoever publishes to it and the admins.
+
+    The owner of a personal account, or the advisors of the team for a firm account, and the
+    compliance admins (staff who may change social accounts), who reconnect it.
+    """
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    from .models import Membership, SocialAccount
+
+    account = SocialAccount.objects.select_related("team", "owner", "credential").get(pk=account_id)
+    credential = getattr(account, "credential", None)
+    if credential is None or credential.status != credential.Status.RECONNECT:
+        return []
+    users = get_user_model().objects.filter(is_active=True)
+    if account.owner_id:
+        publishers = users.filter(pk=account.owner_id)
+    else:
+        team = Membership.objects.filter(team=account.team_id).values("user")
+        publishers = users.filter(pk__in=team)
+    perm = Permission.objects.get(
+        content_type__app_label="approvals", codename="change_socialaccount"
+    )
+    admins = users.filter(is_staff=True).filter(
+        Q(is_superuser=True) | Q(user_permissions=perm) | Q(groups__permissions=perm)
+    )
+    recipients = sorted({*publishers, *admins}, key=lambda user: user.pk)
+    connect = settings.REVIEWFLOW["BASE_URL"].rstrip("/") + reverse(
+        "admin:approvals_socialaccount_connect", args=[account.pk]
+    )
+    handle = f" ({account.handle})" if account.handle else ""
+    return _notify(
+        Notification.Kind.RECONNECT_NEEDED,
+        None,
+        recipients,
+        f"Reconnect needed: {account.name} on {account.network}",
+        f"{account.name}{handle}, a {account.network} account of {account.team.name}, cannot "
+        f"publish until it is reconnected: {credential.status_detail or 'the token was refused'}\n"
+        "Posts released to it fail meanwhile.\n\n"
+        f"A compliance admin reconnects it here: {connect}\n",
+    )
+
+
+def approval_expiring(post_id):
+    """An approved post will not be released before its approval expires: tell the author."""
+    post = Post.objects.select_related("author", "current_revision").get(pk=post_id)
+    if post.approval_expires_at is None:  # the approval was voided since
+        return []
+    when = f"its publish time ({_when(post.publish_at)})" if post.publish_at else "it is released"
+    return _notify(
+        Notification.Kind.APPROVAL_EXPIRING,
+        post,
+        [post.author],
+        f"Post #{post.pk}: the approval expires {_when(post.approval_expires_at)}",
+        f"The approval of post #{post.pk} expires {_when(post.approval_expires_at)}, before "
+        f"{when}. An expired post is not published: it must be reviewed again.\n"
+        "Move the publish time earlier if it can go out sooner.\n\n"
+        f"{_excerpt(post)}\n\n"
+        f"See it: {post_url(post)}\n",
+    )
+
+
 # --- Sending --------------------------------------------------------------------------------------
 
 

@@ -1,42 +1,149 @@
-"""The release gate and idempotent delivery of approved content to connectors."""
+"""The delivery engine: the outbox, the release gate, retries, the sweeper and take-downs.
+
+Publications are the outbox. They are written pending in the transaction that approves a post
+(due at its publish time); `workflow.release` moves the post to publishing and enqueues their
+delivery on commit. The database is the source of truth, Celery messages only a prompt: the beat
+task `deliver_due_publications` (`enqueue_due`) sends again any due publication whose message is
+older than DELIVERY_RESEND_SECONDS, so a lost message (a broker restarted without persistence, a
+broker down at commit) only delays a delivery. A duplicate message is harmless: `claim` is a
+conditional update that one run wins.
+
+One attempt per task run, whatever the network: a retryable DeliveryError puts the publication
+back to pending with exponential backoff and full jitter (or the network's Retry-After when
+longer); waits up to DELIVERY_COUNTDOWN_MAX_SECONDS are a Celery countdown, longer ones wait for
+the beat (no long countdowns: Redis redelivers them unpredictably). After DELIVERY_MAX_ATTEMPTS,
+or at once for a permanent error, the publication fails with the network's reason. No network
+call happens inside a transaction or under a row lock.
+"""
 
 import logging
+import random
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from . import ledger
+from . import ledger, ratelimit
 from .connectors import DeliveryError, ReleasedContent, get_connector
-from .models import DeliveryAttempt, Publication
+from .models import AccountCredential, DeliveryAttempt, Post, Publication
 from .models.posts import State
 
 log = logging.getLogger(__name__)
 
+P = Publication.State
+BATCH = 5000  # publications the beat enqueues per run, oldest due first
 
-def create_publications(post):
-    """One publication per target account of the approved revision (unique in the database)."""
+
+def _config(name):
+    return settings.REVIEWFLOW[name]
+
+
+def _seconds(name):
+    return timezone.timedelta(seconds=_config(name))
+
+
+# --- The outbox -------------------------------------------------------------------------------
+
+
+def create_publications(post, now=None):
+    """One pending publication per target account of the approved revision (unique in the
+    database), due at the publish time. Runs in the approval's transaction; idempotent."""
     revision = post.approved_revision
+    due = post.publish_at or now or timezone.now()
     return [
         Publication.objects.get_or_create(
-            revision=revision, account=account, defaults={"post": post}
+            revision=revision, account=account, defaults={"post": post, "next_attempt_at": due}
         )[0]
         for account in revision.accounts.all()
     ]
 
 
+def cancel_publications(post):
+    """Drop the outbox rows of an approval that will not be released (voided, withdrawn,
+    expired). They never left: a publication is claimed only once its post is publishing."""
+    return post.publications.filter(state=P.PENDING, attempts=0).delete()[0]
+
+
+def reschedule_publications(post):
+    """An approved post's publish time moved: its pending publications are due then."""
+    return post.publications.filter(state=P.PENDING).update(
+        next_attempt_at=post.publish_at or timezone.now(), enqueued_at=None
+    )
+
+
+def start_deliveries(post, now=None):
+    """At release: every pending publication of the post is due now; returns their ids."""
+    now = now or timezone.now()
+    ids = list(post.publications.filter(state=P.PENDING).values_list("pk", flat=True))
+    Publication.objects.filter(pk__in=ids).update(next_attempt_at=now, enqueued_at=now)
+    return ids
+
+
 def enqueue_release(post_id):
     from .tasks import release_post
 
-    release_post.delay(post_id)
+    _send(release_post, post_id)
 
 
-def enqueue_deliveries(publications):
+def enqueue_deliveries(publications, countdown=None):
     from .tasks import deliver_publication
 
     for publication in publications:
-        deliver_publication.delay(publication.pk)
+        _send(deliver_publication, getattr(publication, "pk", publication), countdown)
+
+
+def enqueue_retractions(publications, countdown=None):
+    from .tasks import retract_publication
+
+    for publication in publications:
+        _send(retract_publication, getattr(publication, "pk", publication), countdown)
+
+
+def _send(task, argument, countdown=None):
+    """Send one message; a broker that is down only delays the work (the beat sends again)."""
+    try:
+        task.apply_async((argument,), countdown=countdown or None)
+    except Exception:
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            raise
+        log.exception("Could not enqueue %s(%s); the beat will send it again", task.name, argument)
+
+
+def _due(now):
+    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+
+
+def enqueue_due(now=None):
+    """The beat: (re)enqueue due deliveries of posts being published, and due take-downs, whose
+    last message is older than DELIVERY_RESEND_SECONDS (or that never had one).
+
+    Returns (delivery ids, take-down ids).
+    """
+    now = now or timezone.now()
+    not_recent = Q(enqueued_at__isnull=True) | Q(
+        enqueued_at__lt=now - _seconds("DELIVERY_RESEND_SECONDS")
+    )
+    publishing = Post.objects.filter(state=State.PUBLISHING).values("pk")
+    deliveries = list(
+        Publication.objects.filter(_due(now), not_recent, state=P.PENDING, post__in=publishing)
+        .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    free = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - _seconds("DELIVERY_LEASE_SECONDS"))
+    takedowns = list(
+        Publication.objects.filter(_due(now), not_recent, free, state=P.RETRACTING)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    if deliveries or takedowns:
+        Publication.objects.filter(pk__in=deliveries + takedowns).update(enqueued_at=now)
+        enqueue_deliveries(deliveries)
+        enqueue_retractions(takedowns)
+    return deliveries, takedowns
+
+
+# --- Delivery ---------------------------------------------------------------------------------
 
 
 def gate(publication):
@@ -53,47 +160,163 @@ def gate(publication):
     return None
 
 
-def claim(publication_id):
-    """Take a pending publication for delivery; False when another worker or run has it."""
+def claim(publication_id, now=None):
+    """Take a due, pending publication of a post being published; False when another worker or
+    run has it, when it is not due yet, or when its post is not released."""
+    now = now or timezone.now()
+    # A post stays publishing until all its publications settle, so checking it first is safe;
+    # the claim itself is one conditional update on the publication row only.
+    if not Post.objects.filter(publications=publication_id, state=State.PUBLISHING).exists():
+        return False
     return bool(
-        Publication.objects.filter(pk=publication_id, state=Publication.State.PENDING).update(
-            state=Publication.State.SENDING,
-            claimed_at=timezone.now(),
-            attempts=F("attempts") + 1,
+        Publication.objects.filter(_due(now), pk=publication_id, state=P.PENDING).update(
+            state=P.SENDING, claimed_at=now, attempts=F("attempts") + 1
         )
     )
 
 
-def deliver(publication_id):
-    """Deliver one publication at most once; returns True when this call delivered it."""
+def deliver(publication_id, now=None):
+    """One delivery attempt of one publication; returns True when this call delivered it."""
     from . import workflow
 
-    if not claim(publication_id):
+    if not claim(publication_id, now):
         return False
     publication = Publication.objects.select_related(
         "post", "revision", "account", "post__approved_revision"
     ).get(pk=publication_id)
-    refusal = gate(publication)
+    network = publication.account.network
     try:
-        if refusal:
+        if refusal := gate(publication):
             raise DeliveryError(f"release gate: {refusal}", permanent=True)
+        if (wait := ratelimit.acquire(network)) > 0:
+            _put_back(publication, wait, now)
+            return False
         content = ReleasedContent.of(publication.revision)
-        delivered = get_connector(publication.account.network).deliver(publication, content)
+        delivered = get_connector(network).deliver(publication, content)
     except DeliveryError as error:
-        _finish(publication, ok=False, detail=str(error))
-    except Exception as error:  # a connector bug must leave a visible, retryable failure
-        log.exception("connector %s crashed", publication.account.network)
-        _finish(publication, ok=False, detail=f"connector error: {error.__class__.__name__}")
+        _failed(publication, error, now)
+    except Exception as error:  # a connector bug or a crash: a visible, bounded retry
+        log.exception("connector %s crashed", network)
+        _failed(publication, DeliveryError(f"connector error: {error.__class__.__name__}"), now)
     else:
         _finish(publication, ok=True, detail="", delivered=delivered)
     workflow.settle(publication.post_id)
-    return publication.state == Publication.State.DELIVERED
+    return publication.state == P.DELIVERED
+
+
+def backoff_seconds(attempts, retry_after=None, rng=random):
+    """The wait after `attempts` failed attempts: exponential, full jitter (0.5x to 1x), capped;
+    the network's Retry-After when it asks for longer."""
+    base = _config("DELIVERY_BACKOFF_SECONDS") * 2 ** max(0, attempts - 1)
+    wait = min(base, _config("DELIVERY_BACKOFF_MAX_SECONDS")) * rng.uniform(0.5, 1.0)
+    if retry_after is not None:
+        wait = max(wait, float(retry_after))
+    return wait
+
+
+def _retry_plan(publication, error):
+    """(final?, detail, wait seconds) after a failed attempt."""
+    attempts, most = publication.attempts, _config("DELIVERY_MAX_ATTEMPTS")
+    if error.permanent:
+        return True, str(error), None
+    if attempts >= most:
+        return True, f"{error} (gave up after {attempts} attempts)", None
+    return False, str(error), backoff_seconds(attempts, error.retry_after)
+
+
+def _failed(publication, error, now=None):
+    now = now or timezone.now()
+    final, detail, wait = _retry_plan(publication, error)
+    if error.reconnect:
+        _needs_reconnect(publication.account_id, str(error), now)
+    if final:
+        _finish(publication, ok=False, detail=detail)
+    else:
+        _retry_later(publication, detail, wait, now)
+
+
+@transaction.atomic
+def _needs_reconnect(account_id, detail, now):
+    """The network refused the credentials: "reconnect needed" for the admin and the owner (as
+    the health check records it). Sandbox and webhook accounts have no credential."""
+    credential = (
+        AccountCredential.objects.select_for_update()
+        .select_related("account")
+        .filter(account_id=account_id)
+        .first()
+    )
+    if credential is None:
+        return
+    before, reconnect = credential.status, AccountCredential.Status.RECONNECT
+    credential.status, credential.status_detail = reconnect, detail[:2000]
+    credential.checked_at = now
+    credential.save(update_fields=["status", "status_detail", "checked_at", "updated_at"])
+    if before == reconnect:
+        return
+    account = credential.account
+    ledger.append(
+        "credential.status_changed",
+        object_id=account.pk,
+        object=str(account),
+        network=account.network,
+        before=before,
+        after=reconnect,
+        detail=credential.status_detail,
+        via="delivery",
+    )
+    from . import notify
+
+    if hasattr(notify, "reconnect_needed"):
+        transaction.on_commit(lambda: notify.reconnect_needed(account.pk))
+
+
+def _mine(publication, state):
+    """The publication row, only while this run's claim holds it."""
+    return Publication.objects.filter(
+        pk=publication.pk, state=state, claimed_at=publication.claimed_at
+    )
+
+
+def _reschedule_changes(wait, now):
+    """Fields that make a publication due in `wait` seconds, and the countdown to send it."""
+    countdown = wait if wait <= _config("DELIVERY_COUNTDOWN_MAX_SECONDS") else None
+    return {
+        "claimed_at": None,
+        "next_attempt_at": now + timezone.timedelta(seconds=wait),
+        # With a countdown the message is on its way; otherwise the beat sends it when due.
+        "enqueued_at": now if countdown is not None else None,
+    }, countdown
+
+
+@transaction.atomic
+def _retry_later(publication, detail, wait, now):
+    changes, countdown = _reschedule_changes(wait, now)
+    changes.update(state=P.PENDING, error=detail)
+    if not _mine(publication, P.SENDING).update(**changes):
+        return
+    for field, value in changes.items():
+        setattr(publication, field, value)
+    DeliveryAttempt.objects.create(publication=publication, ok=False, detail=detail)
+    if countdown is not None:
+        transaction.on_commit(lambda: enqueue_deliveries([publication.pk], countdown))
+
+
+def _put_back(publication, wait, now=None):
+    """No rate-limit token: pending again when one frees, the attempt not counted."""
+    now = now or timezone.now()
+    changes, countdown = _reschedule_changes(wait, now)
+    state = publication.state
+    changes.update(state=P.PENDING if state == P.SENDING else state)
+    if _mine(publication, state).update(attempts=F("attempts") - 1, **changes):
+        send = enqueue_deliveries if state == P.SENDING else enqueue_retractions
+        if countdown is not None:
+            transaction.on_commit(lambda: send([publication.pk], countdown))
 
 
 @transaction.atomic
 def _finish(publication, *, ok, detail, delivered=None):
     now = timezone.now()
-    changes = {"state": Publication.State.DELIVERED if ok else Publication.State.FAILED}
+    changes = {"state": P.DELIVERED if ok else P.FAILED}
     if ok:
         changes.update(
             external_id=delivered.external_id,
@@ -104,10 +327,7 @@ def _finish(publication, *, ok, detail, delivered=None):
     else:
         changes["error"] = detail
     # Only the claim holder finishes: a recovered-and-reclaimed publication is not ours any more.
-    updated = Publication.objects.filter(
-        pk=publication.pk, state=Publication.State.SENDING, claimed_at=publication.claimed_at
-    ).update(**changes)
-    if not updated:
+    if not _mine(publication, P.SENDING).update(**changes):
         return
     for field, value in changes.items():
         setattr(publication, field, value)
@@ -123,46 +343,205 @@ def _finish(publication, *, ok, detail, delivered=None):
         external_id=publication.external_id,
         url=publication.external_url,
         error=publication.error,
+        attempts=publication.attempts,
     )
 
 
 def outcome(post):
-    """'delivered', 'failed', or None while a publication is still pending or sending."""
+    """The post's state once no publication is waiting or sending, else None: published when
+    all were delivered, partially_published when some were and the others failed for good,
+    failed when none was."""
     states = set(post.publications.values_list("state", flat=True))
-    if states & {Publication.State.PENDING, Publication.State.SENDING}:
+    if not states or states & {P.PENDING, P.SENDING}:
         return None
-    return "failed" if Publication.State.FAILED in states else "delivered"
+    if states == {P.DELIVERED}:
+        return State.PUBLISHED
+    return State.PARTIALLY_PUBLISHED if P.DELIVERED in states else State.FAILED
 
 
 def reset_failed(post):
-    failed = list(post.publications.filter(state=Publication.State.FAILED))
-    Publication.objects.filter(pk__in=[p.pk for p in failed]).update(
-        state=Publication.State.PENDING, error="", claimed_at=None
+    """A manual retry: the failed publications only, with their idempotency keys, from scratch."""
+    failed = list(post.publications.filter(state=P.FAILED).values_list("pk", flat=True))
+    Publication.objects.filter(pk__in=failed, state=P.FAILED).update(
+        state=P.PENDING,
+        error="",
+        claimed_at=None,
+        attempts=0,
+        lost_claims=0,
+        next_attempt_at=None,
+        enqueued_at=timezone.now(),
     )
     return failed
 
 
+# --- The sweeper ------------------------------------------------------------------------------
+
+
 def recover_stalled(now=None):
-    """Put back publications whose worker died mid-delivery (same idempotency key)."""
+    """Publications whose worker died mid-delivery (sending past the lease).
+
+    First ask the network whether the interrupted attempt did publish (`find_delivery`, by
+    idempotency key): if so, record the delivery and send nothing. Otherwise put it back to
+    pending with the same idempotency key, so a receiver can drop a duplicate; after
+    DELIVERY_MAX_CLAIMS lost claims, fail it for a person to look at. Returns the ids put back.
+    """
     from . import workflow
 
     now = now or timezone.now()
-    lease = timezone.timedelta(seconds=settings.REVIEWFLOW["DELIVERY_LEASE_SECONDS"])
     stalled = Publication.objects.filter(
-        state=Publication.State.SENDING, claimed_at__lt=now - lease
-    ).select_related("account", "revision")
+        state=P.SENDING, claimed_at__lt=now - _seconds("DELIVERY_LEASE_SECONDS")
+    ).select_related("account", "revision", "post")
     recovered = []
     for publication in stalled:
-        if publication.attempts >= settings.REVIEWFLOW["DELIVERY_MAX_CLAIMS"]:
+        found = _find_delivery(publication)
+        if found is not None:
+            detail = "found on the network after an interrupted attempt; not sent again"
+            _finish(publication, ok=True, detail=detail, delivered=found)
+            workflow.settle(publication.post_id)
+        elif publication.lost_claims + 1 >= _config("DELIVERY_MAX_CLAIMS"):
             detail = (
                 f"the delivery did not complete in {publication.attempts} tries; "
                 "check the receiver before retrying"
             )
             _finish(publication, ok=False, detail=detail)
             workflow.settle(publication.post_id)
-        elif Publication.objects.filter(
-            pk=publication.pk, state=Publication.State.SENDING, claimed_at=publication.claimed_at
-        ).update(state=Publication.State.PENDING):
-            recovered.append(publication)
+        elif _mine(publication, P.SENDING).update(
+            state=P.PENDING,
+            claimed_at=None,
+            lost_claims=F("lost_claims") + 1,
+            next_attempt_at=None,
+            enqueued_at=now,
+        ):
+            recovered.append(publication.pk)
     transaction.on_commit(lambda: enqueue_deliveries(recovered))
-    return [p.pk for p in recovered]
+    return recovered
+
+
+def _find_delivery(publication):
+    try:
+        content = ReleasedContent.of(publication.revision)
+        return get_connector(publication.account.network).find_delivery(
+            publication.account, publication.idempotency_key, content
+        )
+    except Exception as error:  # cannot tell: send again with the same key
+        log.warning("find_delivery failed for publication %s: %s", publication.pk, error)
+        return None
+
+
+# --- Take-downs -------------------------------------------------------------------------------
+
+
+def start_retractions(post, now=None):
+    """In the retract transaction: every delivered publication is to be deleted (an outbox);
+    returns their ids, to enqueue on commit."""
+    now = now or timezone.now()
+    ids = list(post.publications.filter(state=P.DELIVERED).values_list("pk", flat=True))
+    _restart_retractions(ids, P.DELIVERED, now)
+    return ids
+
+
+def reset_failed_retractions(post, now=None):
+    """A manual retry of the deletions that failed; returns their ids."""
+    now = now or timezone.now()
+    ids = list(post.publications.filter(state=P.RETRACT_FAILED).values_list("pk", flat=True))
+    _restart_retractions(ids, P.RETRACT_FAILED, now)
+    return ids
+
+
+def _restart_retractions(ids, state, now):
+    Publication.objects.filter(pk__in=ids, state=state).update(
+        state=P.RETRACTING,
+        attempts=0,
+        lost_claims=0,
+        claimed_at=None,
+        error="",
+        next_attempt_at=None,
+        enqueued_at=now,
+    )
+
+
+def claim_retraction(publication_id, now=None):
+    """Take a due take-down; a claim older than the lease (its worker died) can be taken over."""
+    now = now or timezone.now()
+    free = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - _seconds("DELIVERY_LEASE_SECONDS"))
+    return bool(
+        Publication.objects.filter(_due(now), free, pk=publication_id, state=P.RETRACTING).update(
+            claimed_at=now, attempts=F("attempts") + 1
+        )
+    )
+
+
+def retract(publication_id, now=None):
+    """One attempt at deleting a publication on its network; True when this call deleted it."""
+    if not claim_retraction(publication_id, now):
+        return False
+    publication = Publication.objects.select_related("account", "post").get(pk=publication_id)
+    network = publication.account.network
+    most = _config("DELIVERY_MAX_ATTEMPTS")
+    try:
+        if publication.attempts > most:  # lost its worker every time
+            raise DeliveryError(
+                f"the removal did not complete in {publication.attempts - 1} tries", permanent=True
+            )
+        if not publication.external_id:
+            raise DeliveryError("the network gave no id for this post to delete", permanent=True)
+        if (wait := ratelimit.acquire(network)) > 0:
+            _put_back(publication, wait, now)
+            return False
+        get_connector(network).retract(publication.account, publication.external_id)
+    except DeliveryError as error:
+        _retraction_failed(publication, error, now)
+    except Exception as error:
+        log.exception("connector %s crashed while deleting", network)
+        error = DeliveryError(f"connector error: {error.__class__.__name__}")
+        _retraction_failed(publication, error, now)
+    else:
+        _finish_retraction(publication, ok=True, detail="")
+    return publication.state == P.RETRACTED
+
+
+def _retraction_failed(publication, error, now=None):
+    now = now or timezone.now()
+    final, detail, wait = _retry_plan(publication, error)
+    if error.reconnect:
+        _needs_reconnect(publication.account_id, str(error), now)
+    if final:
+        _finish_retraction(publication, ok=False, detail=detail)
+        return
+    changes, countdown = _reschedule_changes(wait, now)
+    with transaction.atomic():
+        if not _mine(publication, P.RETRACTING).update(error=detail, **changes):
+            return
+        DeliveryAttempt.objects.create(
+            publication=publication, action=DeliveryAttempt.Action.RETRACT, ok=False, detail=detail
+        )
+        if countdown is not None:
+            transaction.on_commit(lambda: enqueue_retractions([publication.pk], countdown))
+
+
+@transaction.atomic
+def _finish_retraction(publication, *, ok, detail):
+    now = timezone.now()
+    changes = (
+        {"state": P.RETRACTED, "retracted_at": now, "error": "", "claimed_at": None}
+        if ok
+        else {"state": P.RETRACT_FAILED, "error": detail, "claimed_at": None}
+    )
+    if not _mine(publication, P.RETRACTING).update(**changes):
+        return
+    for field, value in changes.items():
+        setattr(publication, field, value)
+    DeliveryAttempt.objects.create(
+        publication=publication, action=DeliveryAttempt.Action.RETRACT, ok=ok, detail=detail
+    )
+    ledger.append(
+        "publication.retracted" if ok else "publication.retract_failed",
+        post=publication.post_id,
+        publication=publication.pk,
+        account=publication.account_id,
+        network=publication.account.network,
+        external_id=publication.external_id,
+        url=publication.external_url,
+        error=publication.error,
+        attempts=publication.attempts,
+    )

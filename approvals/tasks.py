@@ -1,8 +1,16 @@
-"""Thin Celery tasks: each calls workflow or publishing, which hold the logic."""
+"""Thin Celery tasks: each calls workflow or publishing, which hold the logic.
+
+Beat runs the sweeps (see CELERY_BEAT_SCHEDULE): release_due_posts and deliver_due_publications
+make the database the source of truth, so a lost message only delays the work it asked for.
+"""
+
+import logging
 
 from celery import shared_task
 
 from . import notify, publishing, workflow
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -12,8 +20,12 @@ def release_post(post_id):
 
 @shared_task
 def release_due_posts():
+    """Release approved posts whose time has come; expire those whose approval lapsed."""
     for post_id in workflow.due_post_ids():
-        workflow.release(post_id)
+        try:
+            workflow.release(post_id)
+        except Exception:  # one post's problem must not hold back the others
+            log.exception("Could not release post %s", post_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -21,9 +33,25 @@ def deliver_publication(publication_id):
     publishing.deliver(publication_id)
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def retract_publication(publication_id):
+    publishing.retract(publication_id)
+
+
+@shared_task
+def deliver_due_publications():
+    """The outbox sweep: enqueue due deliveries and take-downs whose message is missing."""
+    publishing.enqueue_due()
+
+
 @shared_task
 def recover_stalled_publications():
     publishing.recover_stalled()
+
+
+@shared_task
+def warn_expiring_approvals():
+    workflow.warn_expiring()
 
 
 @shared_task
@@ -45,3 +73,11 @@ def send_notifications(notification_ids=None):
 @shared_task
 def send_digests():
     notify.send_digests()
+
+
+@shared_task
+def check_account_credentials():
+    """Check every connected account's token with its network (approvals/health.py)."""
+    from . import health
+
+    health.check_all()

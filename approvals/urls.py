@@ -17,6 +17,7 @@ urlpatterns = [
     path("posts/<int:pk>/submit/", posts.post_submit, name="post_submit"),
     path("posts/<int:pk>/withdraw/", posts.post_withdraw, name="post_withdraw"),
     path("posts/<int:pk>/retry/", posts.post_retry, name="post_retry"),
+    path("posts/<int:pk>/retract/", posts.post_retract, name="post_retract"),
     path("posts/<int:pk>/decide/", posts.post_decide, name="post_decide"),
     path("posts/<int:pk>/claim/", posts.post_claim, name="post_claim"),
     path("posts/<int:pk>/release-claim/", posts.post_release_claim, name="post_release_claim"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, F, Prefetch, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
@@ -16,6 +16,7 @@ from . import duetime, ledger, media, notify, policy, publishing, routing
 from .models import (
     Decision,
     Post,
+    Publication,
     ReviewStep,
     Revision,
     RevisionFinding,
@@ -23,7 +24,7 @@ from .models import (
     StepClaim,
     Tag,
 )
-from .models.posts import EDITABLE_STATES, State, content_hash, may_decide
+from .models.posts import EDITABLE_STATES, State, content_hash, may_decide, may_retry
 from .text import clean_text
 
 
@@ -165,6 +166,17 @@ def _new_revision(post, author, content):
     return revision
 
 
+def _content_of(revision):
+    return Content(
+        revision.text,
+        revision.link,
+        list(revision.accounts.all()),
+        list(revision.tags.all()),
+        revision.image.name if revision.image else None,
+        revision.image_sha256,
+    )
+
+
 def _revision_summary(revision):
     return {
         "revision": revision.number,
@@ -208,7 +220,7 @@ def edit_post(
     if by.pk != post.author_id:
         raise NotAllowed("Only the author can edit this post.")
     if post.state not in EDITABLE_STATES:
-        raise Conflict(f"A post that is {post.get_state_display().lower()} cannot be edited.")
+        raise not_editable(post)
     content = _validate_content(
         by, text, link, account_ids, tag_ids, image, current=post.current_revision
     )
@@ -216,6 +228,8 @@ def edit_post(
     schedule_changed = publish_at != post.publish_at
     if not changed and not schedule_changed:
         return post
+    if schedule_changed and not changed and post.state == State.APPROVED:
+        _check_schedule_within_approval(post, publish_at)
     post.publish_at = publish_at
     if schedule_changed:
         post.publish_at_risk_since = None
@@ -223,6 +237,7 @@ def edit_post(
         post.current_revision = _new_revision(post, by, content)
     if changed and post.state == State.APPROVED:
         route = _route(post)
+        publishing.cancel_publications(post)  # the outbox of the voided approval
         before = _move(post, "void_approval", by)
         _enter_review(
             post,
@@ -241,7 +256,42 @@ def edit_post(
             publish_at=publish_at.isoformat() if publish_at else None,
             **(_revision_summary(post.current_revision) if changed else {}),
         )
+        if post.state == State.APPROVED:  # rescheduled: the approval and its outbox stay
+            publishing.reschedule_publications(post)
+            _release_on_commit(post)
     return post
+
+
+RELEASED_STATES = (
+    State.PUBLISHING,
+    State.PUBLISHED,
+    State.PARTIALLY_PUBLISHED,
+    State.FAILED,
+    State.RETRACTED,
+)
+
+
+def not_editable(post):
+    """The refusal to edit (or reschedule) a post in a state that does not allow it."""
+    if post.state in RELEASED_STATES:
+        return Conflict(
+            f"This post was released for publishing and is now "
+            f"{post.get_state_display().lower()}: it can no longer be edited or rescheduled. "
+            "To take it down, retract it."
+        )
+    return Conflict(f"A post that is {post.get_state_display().lower()} cannot be edited.")
+
+
+def _check_schedule_within_approval(post, publish_at):
+    expires = post.approval_expires_at
+    if publish_at is not None and expires is not None and publish_at > expires:
+        local = timezone.localtime(expires)
+        raise ContentError(
+            {
+                "publish_at": f"The approval is valid until {local:%d %b %Y %H:%M %Z}; "
+                "choose an earlier time, or the post would expire unpublished."
+            }
+        )
 
 
 class Blocked(WorkflowError):
@@ -294,12 +344,14 @@ def _enter_review(post, route, by, event, **payload):
     ledger.append(event, actor=by, post=post, route=route.as_json(), **{**summary, **payload})
     if route.exempted_by is not None:
         before = _move(post, "approve", None)
+        publications = _open_outbox(post)
         ledger.append(
             "post.approved",
             post=post,
             exempted_by=route.exempted_by.name,
             revision=revision.number,
             content_hash=revision.content_hash,
+            publications=[p.pk for p in publications],
             **{"from": before, "to": post.state},
         )
         _release_on_commit(post)
@@ -320,7 +372,15 @@ def submit(post_id, by, *, comment=""):
             f"Reviewers asked for changes to revision {post.current_revision.number}: "
             "edit the post before submitting it again."
         )
-    route = _route(post) if post.state in (State.DRAFT, State.CHANGES_REQUESTED) else None
+    if (
+        post.state == State.EXPIRED
+        and post.steps.filter(revision_id=post.current_revision_id).exists()
+    ):
+        # The approval lapsed: the same content goes through review again, as a new revision.
+        post.current_revision = _new_revision(post, by, _content_of(post.current_revision))
+        post.save(update_fields=["current_revision"])
+    submittable = (State.DRAFT, State.CHANGES_REQUESTED, State.EXPIRED)
+    route = _route(post) if post.state in submittable else None
     before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
     _enter_review(
         post,
@@ -346,6 +406,7 @@ def withdraw(post_id, by, *, reason=""):
     post = _lock(post_id)
     before = _move(post, "withdraw", by)
     _close_open_steps(post)
+    publishing.cancel_publications(post)  # cancelled before release: nothing left
     ledger.append(
         "post.withdrawn",
         actor=by,
@@ -577,6 +638,7 @@ def _count_approval(post, step, decision):
         transaction.on_commit(lambda: notify.steps_opened([s.pk for s in opened]))
         return
     before = _move(post, "approve", decision.reviewer)
+    publications = _open_outbox(post)
     ledger.append(
         "post.approved",
         actor=decision.reviewer,
@@ -584,9 +646,18 @@ def _count_approval(post, step, decision):
         decision=decision.pk,
         revision=step.revision.number,
         content_hash=step.revision.content_hash,
+        publications=[p.pk for p in publications],
         **{"from": before, "to": post.state},
     )
     _release_on_commit(post)
+
+
+def _open_outbox(post):
+    """In the approval's transaction: the publications to make, due at the publish time."""
+    if post.expiry_warned_at is not None:
+        post.expiry_warned_at = None  # a new approval: warned again before it expires
+        post.save(update_fields=["expiry_warned_at"])
+    return publishing.create_publications(post)
 
 
 def _release_on_commit(post):
@@ -639,46 +710,74 @@ def _claim_lapse():
 
 @transaction.atomic
 def release(post_id):
-    """Hand an approved, due post to its connectors; expire it if its approval lapsed."""
+    """Hand an approved, due post to its connectors; expire it if its approval lapsed.
+
+    The publications were written with the approval; this moves the post to publishing and
+    enqueues their delivery on commit (the beat sends again any message that gets lost).
+    """
     post = _lock(post_id)
     if post.state != State.APPROVED:
         return post
     if post.approval_lapsed():
         before = _move(post, "expire", None)
-        ledger.append("post.expired", post=post, **{"from": before, "to": post.state})
+        cancelled = publishing.cancel_publications(post)
+        ledger.append(
+            "post.expired",
+            post=post,
+            approval_expires_at=post.approval_expires_at.isoformat(),
+            publications_cancelled=cancelled,
+            **{"from": before, "to": post.state},
+        )
         return post
     if not post.is_due():
         return post
     before = _move(post, "release", None)
-    publications = publishing.create_publications(post)
+    publishing.create_publications(post)  # no-op, unless approved before the outbox existed
+    publications = publishing.start_deliveries(post)
     ledger.append(
         "post.released",
         post=post,
         revision=post.approved_revision.number,
         content_hash=post.approved_revision.content_hash,
-        publications=[p.pk for p in publications],
+        publications=publications,
         **{"from": before, "to": post.state},
     )
     transaction.on_commit(lambda: publishing.enqueue_deliveries(publications))
     return post
 
 
+_SETTLE_TRANSITIONS = {
+    State.PUBLISHED: "mark_published",
+    State.PARTIALLY_PUBLISHED: "mark_partially_published",
+    State.FAILED: "mark_failed",
+}
+
+
 @transaction.atomic
 def settle(post_id):
-    """After a delivery: published when all are delivered, failed when one failed for good."""
+    """After a delivery: published when all are delivered, partially published when some are
+    and the others failed for good, failed when none is."""
     post = _lock(post_id)
     if post.state != State.PUBLISHING:
         return post
     outcome = publishing.outcome(post)
     if outcome is None:
         return post
-    before = _move(post, "mark_published" if outcome == "delivered" else "mark_failed", None)
-    ledger.append(f"post.{post.state}", post=post, **{"from": before, "to": post.state})
+    before = _move(post, _SETTLE_TRANSITIONS[outcome], None)
+    counts = dict(post.publications.order_by().values_list("state").annotate(n=Count("pk")))
+    ledger.append(
+        f"post.{post.state}",
+        post=post,
+        delivered=counts.get(Publication.State.DELIVERED, 0),
+        failed=counts.get(Publication.State.FAILED, 0),
+        **{"from": before, "to": post.state},
+    )
     return post
 
 
 @transaction.atomic
 def retry(post_id, by):
+    """Publish again what failed, and only that: delivered publications stay as they are."""
     post = _lock(post_id)
     before = _move(post, "retry", by)
     publications = publishing.reset_failed(post)
@@ -686,7 +785,7 @@ def retry(post_id, by):
         "post.retried",
         actor=by,
         post=post,
-        publications=[p.pk for p in publications],
+        publications=publications,
         **{"from": before, "to": post.state},
     )
     transaction.on_commit(lambda: publishing.enqueue_deliveries(publications))
@@ -853,4 +952,92 @@ def _flag_at_risk(post_id, now):
         steps=[{"step": step.pk, "group": step.group.name} for step in active],
     )
     transaction.on_commit(lambda: notify.publish_at_risk(post.pk, estimated_finish=finish))
+    return True
+
+
+# --- Take-down and approval expiry ---------------------------------------------------------------
+
+
+@transaction.atomic
+def retract(post_id, by, *, reason):
+    """Take a post down from every network it went to: the author or a compliance admin.
+
+    The post becomes retracted at once; each delivered publication is marked for deletion in
+    the same transaction (an outbox) and deleted by `tasks.retract_publication` after the commit,
+    never under this row lock. Each deletion, or its failure, is a ledger entry of its own.
+    """
+    post = _lock(post_id)
+    before = _move(post, "retract", by)
+    reason = clean_text(reason or "").strip()
+    if not reason:
+        raise ContentError({"reason": "Say why this post is taken down; the ledger keeps it."})
+    publications = publishing.start_retractions(post)
+    ledger.append(
+        "post.retracted",
+        actor=by,
+        post=post,
+        reason=reason,
+        publications=publications,
+        **{"from": before, "to": post.state},
+    )
+    transaction.on_commit(lambda: publishing.enqueue_retractions(publications))
+    return post
+
+
+@transaction.atomic
+def retry_retract(post_id, by):
+    """Try again the deletions of a retracted post that failed."""
+    post = _lock(post_id)
+    if post.state != State.RETRACTED:
+        raise Conflict(f"This post is {post.get_state_display().lower()}, not retracted.")
+    if not may_retry(post, by):
+        raise NotAllowed("Only the author or a compliance admin can retract this post.")
+    publications = publishing.reset_failed_retractions(post)
+    if not publications:
+        raise Conflict("No removal of this post has failed: there is nothing to try again.")
+    ledger.append("post.retract_retried", actor=by, post=post, publications=publications)
+    transaction.on_commit(lambda: publishing.enqueue_retractions(publications))
+    return post
+
+
+def expiring_post_ids(now=None):
+    """Approved posts not warned yet whose approval expires within EXPIRY_WARNING_DAYS and
+    before their publish time (a post due before its approval expires needs no warning)."""
+    now = now or timezone.now()
+    horizon = now + timezone.timedelta(days=settings.REVIEWFLOW["EXPIRY_WARNING_DAYS"])
+    return list(
+        Post.objects.filter(
+            Q(publish_at__isnull=True) | Q(publish_at__gte=F("approval_expires_at")),
+            state=State.APPROVED,
+            expiry_warned_at__isnull=True,
+            approval_expires_at__gt=now,
+            approval_expires_at__lte=horizon,
+        )
+        .order_by("approval_expires_at")
+        .values_list("pk", flat=True)
+    )
+
+
+def warn_expiring(now=None):
+    """The beat (hourly): tell authors whose approval expires before release. Returns post ids."""
+    now = now or timezone.now()
+    return [post_id for post_id in expiring_post_ids(now) if _warn_expiring(post_id, now)]
+
+
+@transaction.atomic
+def _warn_expiring(post_id, now):
+    post = _lock(post_id)
+    if post.state != State.APPROVED or post.expiry_warned_at is not None:
+        return False
+    if not Post.objects.filter(pk=post.pk, expiry_warned_at__isnull=True).update(
+        expiry_warned_at=now
+    ):
+        return False
+    ledger.append(
+        "post.approval_expiring",
+        post=post,
+        approval_expires_at=post.approval_expires_at.isoformat(),
+        publish_at=post.publish_at.isoformat() if post.publish_at else None,
+    )
+    transaction.on_commit(lambda: notify.approval_expiring(post.pk))
     return True

@@ -6,6 +6,7 @@ DEBUG=0 and ALLOWED_HOSTS.
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -59,6 +60,32 @@ def env_list(name, default):
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _rate_limits():
+    limits = {
+        "linkedin": "100/1m",
+        "x": "50/15m",
+        "facebook": "200/1h",
+        "mastodon": "300/5m",
+        "sandbox": None,
+        "webhook": None,  # your own receiver: limit it here if it needs it
+        "default": "300/1m",
+    }
+    for item in env_list("REVIEWFLOW_RATE_LIMITS", []):
+        network, _, rate = item.partition("=")
+        if not network.strip() or not rate.strip():
+            raise ImproperlyConfigured(
+                "REVIEWFLOW_RATE_LIMITS is network=rate pairs, e.g. x=50/15m,linkedin=100/1m"
+            )
+        rate = rate.strip()
+        limits[network.strip()] = None if rate.lower() == "none" else rate
+    for network, rate in limits.items():
+        if rate is not None and not re.fullmatch(r"\s*[1-9]\d*\s*/\s*(\d*)\s*[smhd]\s*", rate):
+            raise ImproperlyConfigured(
+                f"Rate limit for {network} must be 'N/period' (e.g. 50/15m, 100/1m), not {rate!r}"
+            )
+    return limits
 
 
 DEBUG = env_bool("DEBUG", False)
@@ -206,8 +233,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {
     "approvals.tasks.deliver_publication": {"queue": "publishing"},
+    "approvals.tasks.retract_publication": {"queue": "publishing"},
     "approvals.tasks.release_post": {"queue": "publishing"},
     "approvals.tasks.release_due_posts": {"queue": "maintenance"},
+    "approvals.tasks.deliver_due_publications": {"queue": "maintenance"},
+    "approvals.tasks.warn_expiring_approvals": {"queue": "maintenance"},
     "approvals.tasks.recover_stalled_publications": {"queue": "maintenance"},
     "approvals.tasks.escalate_overdue_steps": {"queue": "maintenance"},
     "approvals.tasks.flag_posts_at_risk": {"queue": "maintenance"},
@@ -219,10 +249,23 @@ _digest_hour = env_int("REVIEWFLOW_DIGEST_HOUR", 7)
 if not 0 <= _digest_hour <= 23:
     raise ImproperlyConfigured("REVIEWFLOW_DIGEST_HOUR must be an hour between 0 and 23")
 CELERY_BEAT_SCHEDULE = {
-    "release-due-posts": {"task": "approvals.tasks.release_due_posts", "schedule": 60.0},
+    "release-due-posts": {
+        "task": "approvals.tasks.release_due_posts",
+        "schedule": env_float("REVIEWFLOW_RELEASE_BEAT_SECONDS", 60.0),
+    },
+    # The outbox: (re)enqueue due publications and take-downs, so a lost message (a Redis restart
+    # without persistence, a broker down at commit) only delays a delivery.
+    "deliver-due-publications": {
+        "task": "approvals.tasks.deliver_due_publications",
+        "schedule": env_float("REVIEWFLOW_DELIVERY_BEAT_SECONDS", 30.0),
+    },
     "recover-stalled-publications": {
         "task": "approvals.tasks.recover_stalled_publications",
-        "schedule": 300.0,
+        "schedule": env_float("REVIEWFLOW_RECOVER_STALLED_BEAT_SECONDS", 60.0),
+    },
+    "warn-expiring-approvals": {
+        "task": "approvals.tasks.warn_expiring_approvals",
+        "schedule": crontab(minute=5),  # hourly
     },
     "escalate-overdue-steps": {"task": "approvals.tasks.escalate_overdue_steps", "schedule": 60.0},
     "flag-posts-at-risk": {"task": "approvals.tasks.flag_posts_at_risk", "schedule": 60.0},
@@ -231,6 +274,11 @@ CELERY_BEAT_SCHEDULE = {
     "send-digests": {
         "task": "approvals.tasks.send_digests",
         "schedule": crontab(minute=0, hour=_digest_hour),
+    },
+    # Expired or revoked network tokens found before a release fails (approvals/health.py).
+    "check-account-credentials": {
+        "task": "approvals.tasks.check_account_credentials",
+        "schedule": 6 * 3600.0,
     },
 }
 # Beat reads crontab hours (the daily digest) in the server's timezone, not UTC.
@@ -263,12 +311,34 @@ REVIEWFLOW = {
         "x": os.environ.get("REVIEWFLOW_X_API", "https://api.x.com"),
         "facebook": os.environ.get("REVIEWFLOW_FACEBOOK_API", "https://graph.facebook.com"),
     },
-    # Delivery: attempts before a publication fails for good, and the backoff between them.
+    # Delivery: attempts before a publication fails for good, and the backoff between them:
+    # BACKOFF * 2**(attempt-1) with full jitter (0.5x to 1x), at most BACKOFF_MAX, or the
+    # network's Retry-After when longer. Take-downs retry the same way.
     "DELIVERY_MAX_ATTEMPTS": env_int("REVIEWFLOW_DELIVERY_MAX_ATTEMPTS", 6),
     "DELIVERY_BACKOFF_SECONDS": env_float("REVIEWFLOW_DELIVERY_BACKOFF_SECONDS", 30),
+    "DELIVERY_BACKOFF_MAX_SECONDS": env_float("REVIEWFLOW_DELIVERY_BACKOFF_MAX_SECONDS", 3600),
+    # Waits up to this long are a Celery countdown; longer ones wait for the beat
+    # (deliver_due_publications). Keep it well below the broker's visibility timeout.
+    "DELIVERY_COUNTDOWN_MAX_SECONDS": env_float("REVIEWFLOW_DELIVERY_COUNTDOWN_MAX_SECONDS", 50),
+    # The beat enqueues a due publication again when its last message is older than this
+    # (the message was lost); a duplicate message is harmless (the claim refuses it).
+    "DELIVERY_RESEND_SECONDS": env_float("REVIEWFLOW_DELIVERY_RESEND_SECONDS", 120),
     "WEBHOOK_TIMEOUT_SECONDS": env_float("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", 10),
-    "WEBHOOK_MAX_ATTEMPTS": env_int("REVIEWFLOW_WEBHOOK_MAX_ATTEMPTS", 4),
-    "WEBHOOK_BACKOFF_SECONDS": env_float("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", 1.0),
+    # Calls per network shared by all workers ("N/period", period in s, m, h or d, e.g. 15m);
+    # "default" for networks not listed, None for no limit. REVIEWFLOW_RATE_LIMITS overrides
+    # or adds entries: "x=50/15m,linkedin=100/1m,webhook=none".
+    "RATE_LIMITS": _rate_limits(),
+    # The shared rate-limit buckets live here (the broker's Redis by default); without a Redis
+    # URL each process limits itself.
+    "REDIS_URL": os.environ.get(
+        "REVIEWFLOW_REDIS_URL",
+        CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+    ),
+    "RATE_LIMIT_KEY_PREFIX": os.environ.get(
+        "REVIEWFLOW_RATE_LIMIT_KEY_PREFIX", "reviewflow:ratelimit:"
+    ),
+    # The author is warned this many days before an unreleased approval expires.
+    "EXPIRY_WARNING_DAYS": env_int("REVIEWFLOW_EXPIRY_WARNING_DAYS", 3),
     # A publication whose worker vanished this many times is failed for a person to look at,
     # so a delivery that kills workers (or cannot be recorded) never loops forever.
     "DELIVERY_MAX_CLAIMS": env_int("REVIEWFLOW_DELIVERY_MAX_CLAIMS", 5),

@@ -6,8 +6,10 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghij
 os.environ.setdefault("REVIEWFLOW_MANIFEST_STATIC", "0")
 # Tests run tasks in-process unless a test starts a real worker (tests/test_celery_worker.py).
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
-os.environ.setdefault("REVIEWFLOW_WEBHOOK_BACKOFF_SECONDS", "0.05")
 os.environ.setdefault("REVIEWFLOW_WEBHOOK_TIMEOUT_SECONDS", "2")
+# Test receivers and fake networks listen on loopback: the SSRF guard lets them through here
+# (tests/test_ssrf.py turns it back on).
+os.environ.setdefault("REVIEWFLOW_ALLOW_PRIVATE_NETWORKS", "1")
 
 from reviewflow.settings import *  # noqa: E402, F403
 

@@ -15,6 +15,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "reviewflow.example.com",
     "DATABASE_URL": "sqlite:///:memory:",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "REVIEWFLOW_CREDENTIALS_KEY": "kYp2s6v9y$B&E)H@McQfTjWnZr4u7x!A",
 }
 
 

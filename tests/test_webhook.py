@@ -15,6 +15,18 @@ from approvals.models.posts import State
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _retry_at_once(settings):
+    """The connector makes one attempt per call and the engine retries: with no backoff, each
+    retry is due at once, so the eager tasks run the attempts back to back."""
+    settings.REVIEWFLOW = {
+        **settings.REVIEWFLOW,
+        "DELIVERY_BACKOFF_SECONDS": 0,
+        "DELIVERY_MAX_ATTEMPTS": 4,
+    }
+
+
 TEXT = "Nos conseillers vous accueillent samedi à Lyon. Rates < 3% & no fees — ask us."
 LINK = "https://example.com/agence/lyon?x=1&y=2"
 
@@ -80,11 +92,16 @@ def test_transient_errors_are_retried_with_the_same_webhook_id(
     post = publish_through(world, hook_account, django_capture_on_commit_callbacks)
 
     assert post.state == State.PUBLISHED
-    key = Publication.objects.get(post=post).idempotency_key
+    publication = Publication.objects.get(post=post)
+    key = publication.idempotency_key
     assert [r.status for r in webhook_receiver.received] == [503, 503, 200]
     assert {r.webhook_id for r in webhook_receiver.received} == {key}
     assert all(r.verified for r in webhook_receiver.received)
     assert webhook_receiver.delivered_ids == [key]
+    # Three attempts by the engine (one per task run), each on record.
+    assert publication.attempts == 3
+    assert [a.ok for a in publication.delivery_attempts.all()] == [False, False, True]
+    assert "HTTP 503" in publication.delivery_attempts.first().detail
 
 
 def test_a_receiver_slower_than_the_timeout_is_retried_with_the_same_webhook_id(
@@ -112,7 +129,7 @@ def test_a_receiver_slower_than_the_timeout_is_retried_with_the_same_webhook_id(
 def test_giving_up_shows_the_error_and_retry_publishes_with_the_same_webhook_id(
     world, hook_account, webhook_receiver, django_capture_on_commit_callbacks, client, settings
 ):
-    attempts = settings.REVIEWFLOW["WEBHOOK_MAX_ATTEMPTS"]
+    attempts = settings.REVIEWFLOW["DELIVERY_MAX_ATTEMPTS"]
     webhook_receiver.always(500)
 
     post = publish_through(world, hook_account, django_capture_on_commit_callbacks)

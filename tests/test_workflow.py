@@ -135,3 +135,32 @@ def test_a_broken_rule_refuses_submission_instead_of_skipping_review(world, draf
     with pytest.raises(workflow.Conflict, match="Typo"):
         workflow.submit(draft.pk, world.alice)
     assert Post.objects.get(pk=draft.pk).state == State.DRAFT
+
+
+def test_an_expired_approval_is_resubmitted_as_a_new_revision(
+    world, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    post = workflow.create_post(
+        world.alice,
+        text="Webinaire épargne le 3 mars.",
+        account_ids=[world.lyon_sandbox.pk],
+        publish_at=timezone.now() + timezone.timedelta(days=5),
+    )
+    post = workflow.submit(post.pk, world.alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        workflow.decide(
+            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
+        )
+    # The approval lapses before the publish time comes.
+    Post.objects.filter(pk=post.pk).update(approval_expires_at=timezone.now())
+    workflow.release(post.pk)
+    post.refresh_from_db()
+    assert post.state == State.EXPIRED
+    workflow.submit(post.pk, world.alice, comment="Still valid")
+    post.refresh_from_db()
+    assert post.state == State.IN_REVIEW
+    assert post.current_revision.number == 2
+    assert post.current_revision.content_hash == post.revisions.get(number=1).content_hash
+    assert post.steps.filter(revision=post.current_revision, state="active").count() == 1

@@ -9,6 +9,10 @@ from .base import Connector, Delivered, DeliveryError, ReleasedContent
 REGISTRY = {
     "sandbox": "approvals.connectors.sandbox.SandboxConnector",
     "webhook": "approvals.connectors.webhook.WebhookConnector",
+    "linkedin": "approvals.connectors.linkedin.LinkedInConnector",
+    "facebook": "approvals.connectors.facebook.FacebookConnector",
+    "x": "approvals.connectors.x.XConnector",
+    "mastodon": "approvals.connectors.mastodon.MastodonConnector",
 }
 
 

@@ -132,3 +132,10 @@ class Connector:
         return Health(ok=True, detail="nothing to check")
 
     # Later: fetch_interactions(account, since).
+
+
+def access_token(account):
+    """The account's usable token (refreshed when about to expire), or DeliveryError(reconnect)."""
+    from approvals.health import fresh_access_token  # health imports connectors
+
+    return fresh_access_token(account)

@@ -13,23 +13,56 @@ from .base import DeliveryError
 
 
 def check_destination(url):
-    """Refuse private, loopback, link-local and other internal addresses (SSRF), unless allowed."""
-    parts = urlsplit(url)
+    """Refuse private, loopback, link-local and other internal addresses (SSRF), unless allowed.
+
+    Every address the host name resolves to must be global; an IPv6 address that carries an
+    IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is judged by the IPv4 address it carries.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise DeliveryError(f"not a valid address: {url!r}", permanent=True) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeliveryError(f"not an http(s) address: {url!r}", permanent=True)
     if settings.REVIEWFLOW["ALLOW_PRIVATE_NETWORKS"]:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+        infos = socket.getaddrinfo(parts.hostname, port or 443, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
         raise DeliveryError(f"cannot resolve {parts.hostname}") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
+        if _internal(address):
             raise DeliveryError(
-                f"{parts.hostname} resolves to an internal address ({address}); refused",
+                f"{parts.hostname} resolves to an internal address ({address}): refused, as "
+                "calls to private, loopback and link-local addresses are "
+                "(REVIEWFLOW_ALLOW_PRIVATE_NETWORKS=1 allows them, for on-premises receivers)",
                 permanent=True,
             )
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _internal(address):
+    if address.version == 6:
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and _internal(embedded):
+            return True
+    return not address.is_global or address.is_multicast
+
+
+def validate_destination(url, field="settings.url"):
+    """check_destination for forms and clean_settings: a ValidationError naming the field."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        check_destination(url)
+    except DeliveryError as error:
+        raise ValidationError(f"{field}: {error}") from None
 
 
 def retry_after_seconds(response):

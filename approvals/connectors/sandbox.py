@@ -1,8 +1,9 @@
 from django.urls import reverse
+from django.utils import timezone
 
 from approvals.models import SandboxPost
 
-from .base import Connector, Delivered
+from .base import Connector, Delivered, DeliveryError
 
 
 class SandboxConnector(Connector):
@@ -17,5 +18,21 @@ class SandboxConnector(Connector):
             idempotency_key=idempotency_key,
             defaults={"account": account, "text": content.text, "link": content.link},
         )
+        return self._delivered(account, post)
+
+    def find_delivery(self, account, idempotency_key, content):
+        post = SandboxPost.objects.filter(account=account, idempotency_key=idempotency_key).first()
+        return self._delivered(account, post) if post is not None else None
+
+    def retract(self, account, external_id):
+        """Hide the post from the feed (kept, with when it was taken down)."""
+        pk = external_id.removeprefix("sandbox-")
+        posts = SandboxPost.objects.filter(account=account, pk=pk if pk.isdigit() else None)
+        if not posts.exists():
+            raise DeliveryError(f"the sandbox has no post {external_id}", permanent=True)
+        posts.filter(retracted_at__isnull=True).update(retracted_at=timezone.now())
+
+    @staticmethod
+    def _delivered(account, post):
         url = reverse("sandbox_feed", args=[account.pk]) + f"#sandbox-{post.pk}"
         return Delivered(external_id=f"sandbox-{post.pk}", url=url)

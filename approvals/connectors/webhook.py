@@ -2,7 +2,8 @@
 
 https://www.standardwebhooks.com: headers webhook-id (stable across retries, so receivers drop
 duplicates), webhook-timestamp, webhook-signature ("v1," + base64 HMAC-SHA256 over
-"id.timestamp.body" with the secret's bytes).
+"id.timestamp.body" with the secret's bytes). One attempt per call: the delivery engine retries.
+A take-down is a signed "post.retracted" event naming the receiver's id for the post.
 """
 
 import base64
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .base import Connector, Delivered, DeliveryError
+from .http import check_destination, retry_after_seconds, validate_destination
 
 SECRET_PREFIX = "whsec_"
 URL_MAX_LENGTH = 2000  # Publication.external_url
@@ -48,6 +50,7 @@ class WebhookConnector(Connector):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValidationError("settings.url must be an http or https URL.")
+        validate_destination(url)  # no private, loopback or link-local receiver unless allowed
         secret = str(config.get("secret") or "") or new_secret()
         try:
             if not secret.startswith(SECRET_PREFIX) or len(secret_bytes(secret)) < 16:
@@ -60,6 +63,7 @@ class WebhookConnector(Connector):
         return {**config, "url": url, "secret": secret}
 
     def publish(self, account, content, idempotency_key):
+        check_destination(account.settings["url"])  # SSRF: refused, permanently, when internal
         config = settings.REVIEWFLOW
         body = json.dumps(
             {
@@ -76,40 +80,66 @@ class WebhookConnector(Connector):
             },
             ensure_ascii=False,
         ).encode()
-        attempts, last_error = config["WEBHOOK_MAX_ATTEMPTS"], ""
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                time.sleep(config["WEBHOOK_BACKOFF_SECONDS"] * 2 ** (attempt - 2))
-            timestamp = str(int(time.time()))
-            headers = {
-                "content-type": "application/json",
-                "user-agent": "ReviewFlow-Webhook/1",
-                "webhook-id": idempotency_key,
-                "webhook-timestamp": timestamp,
-                "webhook-signature": sign(
-                    account.settings["secret"], idempotency_key, timestamp, body
-                ),
-            }
-            try:
-                response = requests.post(
-                    account.settings["url"],
-                    data=body,
-                    headers=headers,
-                    timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
-                    allow_redirects=False,
-                )
-            except requests.Timeout:
-                last_error = f"no answer within {config['WEBHOOK_TIMEOUT_SECONDS']} s"
-                continue
-            except requests.RequestException as error:
-                last_error = f"connection failed: {error.__class__.__name__}"
-                continue
-            if 200 <= response.status_code < 300:
-                return self._delivered(response, idempotency_key)
-            last_error = f"HTTP {response.status_code}: {response.text[:200]}"
-            if response.status_code not in RETRYABLE_STATUS:
-                raise DeliveryError(f"refused by the receiver: {last_error}", permanent=True)
-        raise DeliveryError(f"gave up after {attempts} attempts; last: {last_error}")
+        # One attempt per call: the delivery engine retries (backoff, Retry-After, max attempts)
+        # with the same webhook-id, so the receiver can drop a duplicate.
+        response = self._post(account, idempotency_key, body, config)
+        return self._delivered(response, idempotency_key)
+
+    def retract(self, account, external_id):
+        """A signed "post.retracted" event: the receiver takes the post down."""
+        check_destination(account.settings["url"])
+        body = json.dumps(
+            {
+                "type": "post.retracted",
+                "timestamp": int(time.time()),
+                "data": {
+                    "external_id": external_id,
+                    "account": {"id": account.pk, "name": account.name, "handle": account.handle},
+                },
+            },
+            ensure_ascii=False,
+        ).encode()
+        # Stable across retries of this deletion (a receiver drops duplicates), distinct from
+        # the publication's own webhook-id.
+        digest = hashlib.sha256(f"{account.pk}:{external_id}".encode()).hexdigest()[:32]
+        self._post(account, f"msg_retract_{digest}", body, settings.REVIEWFLOW)
+
+    @staticmethod
+    def _post(account, msg_id, body, config):
+        """One signed POST; the 2xx response, or a DeliveryError in plain words."""
+        timestamp = str(int(time.time()))
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "ReviewFlow-Webhook/1",
+            "webhook-id": msg_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": sign(account.settings["secret"], msg_id, timestamp, body),
+        }
+        timeout = config["WEBHOOK_TIMEOUT_SECONDS"]
+        try:
+            response = requests.post(
+                account.settings["url"],
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                verify=True,
+            )
+        except requests.Timeout:
+            raise DeliveryError(f"the receiver did not answer within {timeout} s") from None
+        except requests.RequestException as error:
+            raise DeliveryError(
+                f"could not reach the receiver ({error.__class__.__name__})"
+            ) from None
+        if 200 <= response.status_code < 300:
+            return response
+        status = f"HTTP {response.status_code}: {response.text[:200]}"
+        if response.status_code not in RETRYABLE_STATUS:
+            raise DeliveryError(f"refused by the receiver: {status}", permanent=True)
+        raise DeliveryError(
+            f"the receiver had a temporary problem ({status})",
+            retry_after=retry_after_seconds(response) if response.status_code == 429 else None,
+        )
 
     @staticmethod
     def _delivered(response, idempotency_key):

@@ -34,6 +34,8 @@ class Notification(models.Model):
         DECISION = "decision", "Decision"
         ESCALATION = "escalation", "Overdue step"
         PUBLISH_AT_RISK = "publish_at_risk", "Publish time at risk"
+        APPROVAL_EXPIRING = "approval_expiring", "Approval expiring"
+        RECONNECT_NEEDED = "reconnect_needed", "Account reconnect needed"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

@@ -22,7 +22,7 @@ class State(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
-EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED, State.APPROVED)
+EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED, State.APPROVED, State.EXPIRED)
 
 
 def content_hash(text, link, account_ids, tag_ids=(), image_sha256=""):
@@ -74,6 +74,8 @@ class Post(ConcurrentTransitionMixin, models.Model):
     approval_expires_at = models.DateTimeField(null=True, blank=True)
     # Set when the route cannot finish before publish_at; the author and reviewers are told.
     publish_at_risk_since = models.DateTimeField(null=True, blank=True)
+    # When the author was told the approval expires soon (once per approval).
+    expiry_warned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -105,7 +107,7 @@ class Post(ConcurrentTransitionMixin, models.Model):
     # Transitions: each is called only by approvals.workflow, which locks and logs.
     @transition(
         field=state,
-        source=[State.DRAFT, State.CHANGES_REQUESTED],
+        source=[State.DRAFT, State.CHANGES_REQUESTED, State.EXPIRED],
         target=State.IN_REVIEW,
         conditions=[has_content],
         permission=is_author,

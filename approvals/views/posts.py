@@ -1,5 +1,6 @@
 from collections import defaultdict
 
+from django.conf import settings
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -18,7 +19,7 @@ from approvals.forms import (
     WithdrawForm,
 )
 from approvals.highlight import checks_context
-from approvals.models import LedgerEntry, Post, RevisionView
+from approvals.models import LedgerEntry, Post, Publication, RevisionView
 from approvals.models.posts import State, may_decide, may_retry
 from approvals.policy.network import network_length
 from approvals.text import clean_text
@@ -104,9 +105,7 @@ def post_edit(request, pk):
     if post.author_id != request.user.pk:
         return refused(request, workflow.NotAllowed("Only the author can edit this post."), post)
     if not post.is_editable:
-        state = post.get_state_display().lower()
-        error = workflow.Conflict(f"A post that is {state} cannot be edited.")
-        return refused(request, error, post)
+        return refused(request, workflow.not_editable(post), post)
     return _save_post(request, post)
 
 
@@ -182,9 +181,8 @@ def _render_detail(request, post, decision_form=None, status=200):
         "tags": revision.tags.all(),
         "is_author": post.author_id == user.pk,
         "can_decide": can_decide,
-        "can_retry": post.state == State.FAILED and may_retry(post, user),
+        **_publishing_context(post, user),
         "decisions": post.decisions.select_related("reviewer", "revision"),
-        "publications": post.publications.select_related("account", "revision"),
         "timeline": timeline,
         "route": route,
         "can_release_any_claim": user.has_perm("approvals.oversee_posts"),
@@ -200,6 +198,23 @@ def _render_detail(request, post, decision_form=None, status=200):
         context["diff"] = _diff_since_last_seen(post, user)
         RevisionView.objects.update_or_create(user=user, post=post, defaults={"revision": revision})
     return render(request, "approvals/post_detail.html", context, status=status)
+
+
+RETRACTABLE_STATES = (State.PUBLISHED, State.PARTIALLY_PUBLISHED, State.FAILED)
+
+
+def _publishing_context(post, user):
+    """The publications table and the buttons the workflow would accept from this user."""
+    publications = list(post.publications.select_related("account", "revision"))
+    allowed = may_retry(post, user)  # the author or a compliance admin
+    retract_failed = any(p.state == Publication.State.RETRACT_FAILED for p in publications)
+    return {
+        "publications": publications,
+        "can_retry": allowed and post.state in (State.FAILED, State.PARTIALLY_PUBLISHED),
+        "can_retract": allowed and post.state in RETRACTABLE_STATES,
+        "can_retry_retract": allowed and post.state == State.RETRACTED and retract_failed,
+        "max_attempts": settings.REVIEWFLOW["DELIVERY_MAX_ATTEMPTS"],
+    }
 
 
 def _revision_findings(post, revision, submitted):
@@ -285,6 +300,20 @@ def post_retry(request, pk):
     except workflow.WorkflowError as error:
         return refused(request, error, post)
     return done(request, "Publishing again.", post)
+
+
+@require_POST
+def post_retract(request, pk):
+    """Take a post down from every network (or try again the removals that failed)."""
+    post = post_for_user(request.user, pk)
+    try:
+        if post.state == State.RETRACTED:
+            workflow.retry_retract(post.pk, request.user)
+            return done(request, "Trying the removals that failed again.", post)
+        workflow.retract(post.pk, request.user, reason=request.POST.get("reason", "")[:2000])
+    except workflow.WorkflowError as error:
+        return refused(request, error, post)
+    return done(request, "Retracted: the post is being removed from every network.", post)
 
 
 @require_POST

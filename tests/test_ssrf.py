@@ -1,0 +1,296 @@
+"""SSRF safety: no call to private, loopback or link-local addresses unless allowed; TLS verified;
+a timeout on every call. Real requests over loopback, no mocked HTTP client."""
+
+import datetime
+import ipaddress
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.core.exceptions import ValidationError
+
+from approvals import workflow
+from approvals.connectors import get_connector, http
+from approvals.connectors.base import DeliveryError
+from approvals.models import Post, Publication, SocialAccount
+from approvals.models.posts import State
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def guarded(settings):
+    """The production setting: private addresses refused (tests otherwise allow them)."""
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "ALLOW_PRIVATE_NETWORKS": False}
+    return settings
+
+
+@pytest.fixture
+def allowed(settings):
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "ALLOW_PRIVATE_NETWORKS": True}
+    return settings
+
+
+class Server:
+    """A local HTTP(S) server counting the requests it gets; can stall or redirect."""
+
+    def __init__(self, *, stall=0.0, redirect_to=None, tls=None):
+        self.hits = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                outer.hits.append((self.command, self.path))
+                if stall:
+                    time.sleep(stall)
+                if redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = b'{"id": "ok"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    with Server() as running:
+        yield running
+
+
+def self_signed(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+# --- The guard ------------------------------------------------------------------------------------
+
+INTERNAL = [
+    "http://127.0.0.1/",
+    "http://127.8.9.10:8080/x",
+    "http://10.0.0.7/",
+    "http://172.16.5.4/",
+    "http://192.168.1.1/admin",
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",  # cloud metadata
+    "http://100.64.0.1/",  # carrier-grade NAT
+    "http://0.0.0.0:8000/",
+    "http://[::1]/",
+    "http://[fe80::1]/",
+    "http://[fd00::1]/",
+    "http://[::ffff:127.0.0.1]/",  # IPv4-mapped loopback
+    "http://[::ffff:169.254.169.254]/",
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+    "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+    "http://localhost:8000/",  # a name that resolves to loopback
+    "http://2130706433/",  # 127.0.0.1 as one decimal number
+    "http://0x7f.1/",  # and in hex shorthand
+]
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_internal_addresses_are_refused(guarded, url):
+    with pytest.raises(DeliveryError) as refused:
+        http.check_destination(url)
+    assert refused.value.permanent
+    assert "internal address" in str(refused.value)
+    assert "REVIEWFLOW_ALLOW_PRIVATE_NETWORKS" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/",
+        "gopher://127.0.0.1:6379/_INFO",
+        "dict://127.0.0.1:11211/stat",
+        "javascript:alert(1)",
+        "//example.com/no-scheme",
+        "http:///no-host",
+        "http://example.com:99999/",  # no such port
+    ],
+)
+def test_only_http_and_https_addresses_even_when_private_ones_are_allowed(allowed, url):
+    with pytest.raises(DeliveryError) as refused:
+        http.check_destination(url)
+    assert refused.value.permanent
+
+
+@pytest.mark.parametrize("url", ["http://8.8.8.8/", "https://[2606:4700:4700::1111]/dns-query"])
+def test_public_addresses_pass(guarded, url):
+    http.check_destination(url)  # IP literals: no DNS needed
+
+
+def test_the_setting_allows_private_addresses(allowed):
+    for url in ("http://127.0.0.1:8000/", "http://10.0.0.7/", "http://localhost/"):
+        http.check_destination(url)
+
+
+def test_request_refuses_before_connecting(guarded, server):
+    with pytest.raises(DeliveryError) as refused:
+        http.request("POST", server.url, network="Test", json={"a": 1})
+    assert refused.value.permanent
+    assert server.hits == []  # nothing left the process
+
+
+def test_request_does_not_follow_redirects(allowed, server):
+    with Server(redirect_to=server.url) as redirecting:
+        with pytest.raises(DeliveryError):
+            http.request("GET", redirecting.url, network="Test")
+    assert len(redirecting.hits) == 1 and server.hits == []
+
+
+# --- Timeouts and TLS -----------------------------------------------------------------------------
+
+
+def test_every_request_has_a_timeout(allowed, settings):
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "HTTP_TIMEOUT_SECONDS": 0.3}
+    with Server(stall=1.5) as slow:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as late:
+            http.request("GET", slow.url, network="Slow")
+        assert time.monotonic() - started < 1.2
+    assert "did not answer within 0.3 s" in str(late.value)
+    assert not late.value.permanent  # worth retrying later
+
+
+def test_tls_certificates_are_verified(allowed, tmp_path):
+    with Server(tls=self_signed(tmp_path)) as untrusted:
+        with pytest.raises(DeliveryError) as refused:
+            http.request("GET", untrusted.url, network="Untrusted")
+    assert "SSLError" in str(refused.value)
+    assert untrusted.hits == []  # the handshake failed: no request was made
+
+
+# --- The webhook connector ------------------------------------------------------------------------
+
+
+def test_webhook_settings_refuse_a_private_receiver_with_a_clear_message(guarded, world):
+    account = SocialAccount(
+        team=world.lyon,
+        network="webhook",
+        name="Intranet",
+        settings={"url": "http://169.254.169.254/latest/meta-data/", "secret": ""},
+    )
+    with pytest.raises(ValidationError) as refused:
+        account.full_clean()
+    [message] = refused.value.message_dict["settings"]
+    assert message.startswith("settings.url: 169.254.169.254 resolves to an internal address")
+    assert "REVIEWFLOW_ALLOW_PRIVATE_NETWORKS=1 allows them" in message
+
+
+def test_webhook_settings_accept_a_private_receiver_when_allowed(allowed, world):
+    config = get_connector("webhook").clean_settings({"url": "http://10.1.2.3/hook"})
+    assert config["url"] == "http://10.1.2.3/hook"
+
+
+def test_webhook_to_a_private_address_fails_clearly_and_sends_nothing(
+    world, hook_account, webhook_receiver, django_capture_on_commit_callbacks, settings
+):
+    # The account was saved while allowed (an on-premises receiver); the setting is now off.
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "ALLOW_PRIVATE_NETWORKS": False}
+    post = workflow.create_post(world.alice, text="Portes ouvertes", account_ids=[hook_account.pk])
+    workflow.submit(post.pk, world.alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.decide(
+            post.pk,
+            world.rita,
+            outcome="approve",
+            revision_hash=post.current_revision.content_hash,
+        )
+    post = Post.objects.get(pk=post.pk)
+    publication = Publication.objects.get(post=post)
+    assert publication.state == Publication.State.FAILED
+    assert "127.0.0.1 resolves to an internal address" in publication.error
+    assert publication.attempts == 1  # permanent: not retried
+    assert post.state == State.FAILED
+    assert webhook_receiver.received == []
+
+
+def test_webhook_verifies_tls(allowed, world, tmp_path):
+    account = SocialAccount(team=world.lyon, network="webhook", name="TLS", validated=True)
+    with Server(tls=self_signed(tmp_path)) as untrusted:
+        account.settings = {"url": untrusted.url, "secret": ""}
+        account.full_clean()
+        account.save()
+        with pytest.raises(DeliveryError) as failed:
+            get_connector("webhook").publish(account, _content(account), "msg_tls")
+    assert "SSLError" in str(failed.value)
+    assert untrusted.hits == []
+
+
+def _content(account):
+    from approvals.connectors.base import ReleasedContent
+
+    return ReleasedContent(
+        text="x",
+        link="",
+        account_ids=(account.pk,),
+        content_hash="0" * 64,
+        tag_ids=(),
+        post_id=1,
+        revision_number=1,
+    )
