@@ -21,7 +21,7 @@ import random
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from . import ledger, ratelimit
@@ -413,6 +413,12 @@ def recover_stalled(now=None):
             enqueued_at=now,
         ):
             recovered.append(publication.pk)
+    # A worker that died between recording a delivery and settling its post left the post in
+    # "publishing" with nothing in flight: settle it now.
+    in_flight = Publication.objects.filter(post=OuterRef("pk"), state__in=[P.PENDING, P.SENDING])
+    unsettled = Post.objects.filter(state=State.PUBLISHING).exclude(Exists(in_flight))
+    for post_id in unsettled.values_list("pk", flat=True):
+        workflow.settle(post_id)
     transaction.on_commit(lambda: enqueue_deliveries(recovered))
     return recovered
 

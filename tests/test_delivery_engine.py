@@ -674,3 +674,28 @@ def test_concurrent_messages_for_one_publication_deliver_it_once(world, sandbox_
     publication.refresh_from_db()
     assert publication.state == P.DELIVERED and publication.attempts == 1
     assert Post.objects.get(pk=post.pk).state == State.PUBLISHED
+
+
+def test_a_post_left_unsettled_by_a_dead_worker_is_settled_by_the_sweeper(
+    world, django_capture_on_commit_callbacks
+):
+    """The worker recorded the delivery, then died before settling the post."""
+    from approvals import publishing, workflow
+    from approvals.connectors import Delivered
+    from approvals.models import Post, Publication
+
+    post = workflow.create_post(world.alice, text="Salon", account_ids=[world.lyon_sandbox.pk])
+    post = workflow.submit(post.pk, world.alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        workflow.decide(
+            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
+        )
+        workflow.release(post.pk)
+    publication = Publication.objects.get(post=post)
+    assert publishing.claim(publication.pk)
+    publication.refresh_from_db()
+    publishing._finish(publication, ok=True, detail="", delivered=Delivered("x-1"))
+    assert Post.objects.get(pk=post.pk).state == "publishing"  # no settle: the worker died
+    with django_capture_on_commit_callbacks(execute=True):
+        publishing.recover_stalled()
+    assert Post.objects.get(pk=post.pk).state == "published"
