@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
+import kombu.pools
+
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("default", "publishing", "maintenance", "notifications")
 
@@ -272,8 +274,9 @@ def broker(app, url):
     saved = app.conf.broker_url, app.conf.task_always_eager
 
     def reset_pools():
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps connection and producer pools in process-wide registries: closing only the
+        # app's pool leaves closed pools registered ("Acquire on closed pool" in a later test).
+        kombu.pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 
