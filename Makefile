@@ -39,6 +39,8 @@ install: $(STAMP)
 
 # Development instance: DEBUG on unless the environment says otherwise.
 run: export DEBUG ?= 1
+# The demo's webhook account posts to a receiver on this machine (127.0.0.1:8765).
+run: export REVIEWFLOW_ALLOW_PRIVATE_NETWORKS ?= 1
 run: $(STAMP)
 	mkdir -p "$(REVIEWFLOW_VAR_DIR)/broker/queue" "$(REVIEWFLOW_VAR_DIR)/broker/control"
 	$(MANAGE) migrate --noinput
