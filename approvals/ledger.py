@@ -58,10 +58,14 @@ def set_append_only(conn, enabled):
             cursor.execute(sql)
 
 
+# One encoder, built once: the same output as json.dumps(value, sort_keys=True,
+# separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder), without building an encoder
+# at every call (verify() hashes a million entries).
+_CANONICAL = DjangoJSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value):
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder
-    )
+    return _CANONICAL.encode(value)
 
 
 def entry_hash(prev_hash, seq, created_at, actor_id, actor, event, post_id, payload):
@@ -85,26 +89,36 @@ def append(event, *, actor=None, post=None, **payload):
         raise RuntimeError("ledger.append must run inside the transaction it records")
     # Round-trip through JSON now so the hash covers exactly what the database will return.
     payload = json.loads(canonical_json(payload))
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-    head = LedgerEntry.objects.order_by("-seq").values("seq", "hash").first()
-    seq, prev_hash = (head["seq"] + 1, head["hash"]) if head else (1, GENESIS_HASH)
-    created_at = timezone.now()
+    # Everything that does not depend on the head is done before the lock: the lock is held
+    # until this transaction commits, so the time under it bounds every appender's throughput.
     actor_id = getattr(actor, "pk", None)
-    actor_name = actor.get_username() if actor is not None else "system"
-    post_id = getattr(post, "pk", post)
-    return LedgerEntry.objects.create(
-        seq=seq,
-        created_at=created_at,
+    entry = LedgerEntry(
         actor_id=actor_id,
-        actor=actor_name,
+        actor=actor.get_username() if actor is not None else "system",
         event=event,
-        post_id=post_id,
+        post_id=getattr(post, "pk", post),
         payload=payload,
-        prev_hash=prev_hash,
-        hash=entry_hash(prev_hash, seq, created_at, actor_id, actor_name, event, post_id, payload),
     )
+    head_sql = f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+        cursor.execute(head_sql)
+        head = cursor.fetchone()
+    entry.seq, entry.prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+    entry.created_at = timezone.now()
+    entry.hash = entry_hash(
+        entry.prev_hash,
+        entry.seq,
+        entry.created_at,
+        entry.actor_id,
+        entry.actor,
+        entry.event,
+        entry.post_id,
+        entry.payload,
+    )
+    entry.save(force_insert=True)
+    return entry
 
 
 @dataclass
@@ -116,27 +130,49 @@ class Break:
         return f"entry #{self.seq}: {self.reason}"
 
 
-def verify(batch_size=2000):
-    """Walk the chain; return the first broken link, or None when the chain is sound."""
+# The columns verify() reads, as tuples: no model instance per entry.
+_VERIFIED_FIELDS = (
+    "seq",
+    "prev_hash",
+    "hash",
+    "created_at",
+    "actor_id",
+    "actor",
+    "event",
+    "post_id",
+    "payload",
+)
+
+
+def verify_chain(batch_size=5000):
+    """Walk the chain; return (the first broken link or None, how many entries verified sound).
+
+    Streams: on PostgreSQL .iterator() reads through a server-side cursor, batch_size rows at a
+    time, so memory stays flat whatever the length of the chain. One transaction, so one snapshot:
+    entries appended meanwhile are not seen (nor counted).
+    """
     prev_hash, expected_seq = GENESIS_HASH, 1
     with transaction.atomic():
-        entries = LedgerEntry.objects.order_by("seq").iterator(chunk_size=batch_size)
-        for entry in entries:
-            if entry.seq != expected_seq:
-                return Break(expected_seq, f"missing (next entry found is #{entry.seq})")
-            if entry.prev_hash != prev_hash:
-                return Break(entry.seq, "prev_hash does not match the previous entry's hash")
+        rows = (
+            LedgerEntry.objects.order_by("seq")
+            .values_list(*_VERIFIED_FIELDS)
+            .iterator(chunk_size=batch_size)
+        )
+        for seq, linked_to, stored, created_at, actor_id, actor, event, post_id, payload in rows:
+            sound = expected_seq - 1
+            if seq != expected_seq:
+                return Break(expected_seq, f"missing (next entry found is #{seq})"), sound
+            if linked_to != prev_hash:
+                return Break(seq, "prev_hash does not match the previous entry's hash"), sound
             computed = entry_hash(
-                prev_hash,
-                entry.seq,
-                entry.created_at,
-                entry.actor_id,
-                entry.actor,
-                entry.event,
-                entry.post_id,
-                entry.payload,
+                prev_hash, seq, created_at, actor_id, actor, event, post_id, payload
             )
-            if computed != entry.hash:
-                return Break(entry.seq, "content does not match its hash (altered)")
-            prev_hash, expected_seq = entry.hash, expected_seq + 1
-    return None
+            if computed != stored:
+                return Break(seq, "content does not match its hash (altered)"), sound
+            prev_hash, expected_seq = stored, expected_seq + 1
+    return None, expected_seq - 1
+
+
+def verify(batch_size=5000):
+    """Walk the chain; return the first broken link, or None when the chain is sound."""
+    return verify_chain(batch_size)[0]

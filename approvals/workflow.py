@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Prefetch, Q
+from django.db.models import Count, F, Prefetch, Q, prefetch_related_objects
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
@@ -52,7 +52,7 @@ def _lock(post_id):
     try:
         return (
             Post.objects.select_for_update(of=("self",))
-            .select_related("current_revision", "team", "author")
+            .select_related("current_revision", "approved_revision", "team", "author")
             .get(pk=post_id)
         )
     except Post.DoesNotExist:
@@ -161,8 +161,10 @@ def _new_revision(post, author, content):
         name = media.store_image(content.image, content.image_sha256)
         Revision.objects.filter(pk=revision.pk).update(image=name)
         revision.image.name = name
-    revision.accounts.set(content.accounts)
-    revision.tags.set(content.tags)
+    # A new revision has no accounts or tags yet: add them (set() would read them first).
+    revision.accounts.add(*content.accounts)
+    if content.tags:
+        revision.tags.add(*content.tags)
     return revision
 
 
@@ -177,14 +179,17 @@ def _content_of(revision):
     )
 
 
-def _revision_summary(revision):
+def _revision_summary(revision, content=None):
+    """What the ledger records of a revision; `content`: what it was just written from."""
+    accounts = content.accounts if content is not None else revision.accounts.all()
+    tags = content.tags if content is not None else revision.tags.all()
     return {
         "revision": revision.number,
         "content_hash": revision.content_hash,
         "text": revision.text,
         "link": revision.link,
-        "accounts": sorted(a.pk for a in revision.accounts.all()),
-        "tags": sorted(t.name for t in revision.tags.all()),
+        "accounts": sorted(a.pk for a in accounts),
+        "tags": sorted(t.name for t in tags),
         "image_sha256": revision.image_sha256,
     }
 
@@ -203,7 +208,7 @@ def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at
         actor=author,
         post=post,
         publish_at=publish_at.isoformat() if publish_at else None,
-        **_revision_summary(post.current_revision),
+        **_revision_summary(post.current_revision, content),
     )
     return post
 
@@ -379,6 +384,10 @@ def submit(post_id, by, *, comment=""):
         # The approval lapsed: the same content goes through review again, as a new revision.
         post.current_revision = _new_revision(post, by, _content_of(post.current_revision))
         post.save(update_fields=["current_revision"])
+    # The revision is immutable and the post locked: read its accounts and tags once, for the
+    # policy checks, the route and the transition's condition alike.
+    post.current_revision.post = post
+    prefetch_related_objects([post.current_revision], "accounts", "tags")
     submittable = (State.DRAFT, State.CHANGES_REQUESTED, State.EXPIRED)
     route = _route(post) if post.state in submittable else None
     before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
@@ -568,9 +577,9 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
         raise Conflict(
             "The post changed since you opened it; reload to review the current revision."
         )
-    if not may_decide(post, by):
-        raise NotAllowed("You are not allowed to do this on this post.")
+    # _pick_step checks may_decide (and refuses with the same message).
     step = _pick_step(post, by, step_id)
+    step.revision = revision  # an active step of the current revision: the one read above
     decision = Decision.objects.create(
         post=post,
         step=step,
@@ -580,7 +589,9 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
         reason=reason,
         content_hash=revision.content_hash,
     )
-    StepClaim.objects.filter(step=step, reviewer=by).delete()
+    # The step's claims were read under the post's lock (_active_steps): none, nothing to delete.
+    if any(claim.reviewer_id == by.pk for claim in step.claims.all()):
+        StepClaim.objects.filter(step=step, reviewer=by).delete()
     details = {
         "decision": decision.pk,
         "step": step.pk,
@@ -621,7 +632,8 @@ def _count_approval(post, step, decision):
         return
     step.state, step.completed_at = ReviewStep.State.APPROVED, timezone.now()
     step.save(update_fields=["state", "completed_at"])
-    StepClaim.objects.filter(step=step).delete()
+    if step.claims.all():  # read under the post's lock by _active_steps
+        StepClaim.objects.filter(step=step).delete()
     open_in_stage = post.steps.filter(
         revision_id=step.revision_id, stage=step.stage, state=ReviewStep.State.ACTIVE
     )

@@ -1,10 +1,15 @@
-"""`python -m benchmarks`: run every benchmark (the reviewer queue on PostgreSQL, then the
+"""`python -m benchmarks`: run every benchmark (the whole review cycle on PostgreSQL, then the
+reviewer queue on the same database, recreated, then the
 policy checks: the lexicon matcher in memory, the whole check on the same database, then the
-release of 1,000 posts through one worker to a local receiver, on the same database)."""
+release of 1,000 posts through one worker to a local receiver, on the same database; last, the
+ledger: a chain of 1,000,000 entries verified, then appends from 8 processes, in its own
+database)."""
 
-from . import policy, queue, release
+from . import cycle, ledger, policy, queue, release
 
 if __name__ == "__main__":
+    cycle.main()
     queue.main()
     policy.main()
     release.main(recreate=False)
+    ledger.main()

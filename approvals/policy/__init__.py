@@ -25,9 +25,12 @@ SEVERITY_ORDER = {Severity.BLOCK: 0, Severity.WARN: 1, Severity.INFO: 2}
 
 
 def check(subject: Subject) -> list[Finding]:
+    from .network import rules_read_once
+
     found = []
-    for path in CHECKS:
-        found.extend(import_string(path)().run(subject, list(found)))
+    with rules_read_once():  # several checks read the network rules: one query
+        for path in CHECKS:
+            found.extend(import_string(path)().run(subject, list(found)))
     return sorted(
         _without_nested(found),
         key=lambda f: (f.start is None, f.start or 0, SEVERITY_ORDER.get(f.severity, 9), f.code),

@@ -8,10 +8,9 @@ their ASCII (punycode) form on both sides, so “bänk.example” and “xn--bnk
 import re
 import unicodedata
 
-from approvals.models.policy import NetworkRule
-
 from .base import Category, Check, Finding, Severity
 from .counting import find_other_schemes, find_urls, network_label
+from .network import stored_rules
 
 SHORTENERS = frozenset(
     """
@@ -85,7 +84,7 @@ class LinkCheck(Check):
     """Refuse links to denied domains, outside an allow list, or hidden behind a shortener."""
 
     def run(self, subject, found):
-        rules = list(NetworkRule.objects.filter(network__in=subject.networks).order_by("network"))
+        rules = [rule for _, rule in sorted(stored_rules(subject.networks).items())]
         findings = []
         for start, end, scheme in find_other_schemes(subject.text):
             findings.append(

@@ -4,6 +4,8 @@ The rules are the NetworkRule rows (defaults from migration 0007, edited by admi
 without a row falls back to its connector's plain character limit, as the preview did.
 """
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import SimpleNamespace
 
 from approvals.models.policy import NetworkRule
@@ -36,9 +38,33 @@ def rule_for(network, rules=None):
     )
 
 
+# Within one policy check (several checks read the rules), the rows are read once.
+_read_once = ContextVar("network_rules_read_once", default=None)
+
+
+@contextmanager
+def rules_read_once():
+    """Read the NetworkRule rows at most once until the block ends (one policy check)."""
+    token = _read_once.set({})
+    try:
+        yield
+    finally:
+        _read_once.reset(token)
+
+
+def stored_rules(networks):
+    """{network: NetworkRule} for those of these networks that have a row."""
+    memo = _read_once.get()
+    if memo is None:
+        return {rule.network: rule for rule in NetworkRule.objects.filter(network__in=networks)}
+    if "all" not in memo:
+        memo["all"] = {rule.network: rule for rule in NetworkRule.objects.all()}
+    return {network: rule for network, rule in memo["all"].items() if network in networks}
+
+
 def rules_for(networks):
     """{network: rule} for the subject's networks that have one."""
-    stored = {rule.network: rule for rule in NetworkRule.objects.filter(network__in=networks)}
+    stored = stored_rules(networks)
     found = {network: rule_for(network, stored) for network in sorted(networks)}
     return {network: rule for network, rule in found.items() if rule is not None}
 
@@ -119,4 +145,12 @@ class HashtagMentionCheck(Check):
                     )
 
 
-__all__ = ["HashtagMentionCheck", "NetworkLengthCheck", "network_length", "rule_for", "rules_for"]
+__all__ = [
+    "HashtagMentionCheck",
+    "NetworkLengthCheck",
+    "network_length",
+    "rule_for",
+    "rules_for",
+    "rules_read_once",
+    "stored_rules",
+]
