@@ -50,6 +50,11 @@ def store_image(upload, sha256):
     return name
 
 
+def mime_type(data):
+    found = image_format(data[:16])
+    return found[1] if found else "application/octet-stream"
+
+
 def content_type(path):
     with open(path, "rb") as image:
         found = image_format(image.read(16))

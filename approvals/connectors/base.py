@@ -62,6 +62,11 @@ class ReleasedContent:
         )
         return computed == self.content_hash
 
+    def text_with_link(self):
+        """For networks without a link field (X, Mastodon): the link follows the text."""
+        link = (self.link or "").strip()
+        return f"{self.text} {link}" if link else self.text
+
     def image_bytes(self):
         with open(self.image_path, "rb") as image:
             return image.read()

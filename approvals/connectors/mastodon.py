@@ -30,6 +30,8 @@ from urllib.parse import quote, urlsplit
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from approvals.media import mime_type
+
 from .base import Connector, Delivered, DeliveryError, Health, access_token
 from .http import error_for, request, retry_after_seconds, validate_destination
 
@@ -40,28 +42,8 @@ RECENT = 20  # statuses looked at by find_delivery
 MEDIA_POLLS = 6  # GET /api/v1/media/:id tries while an image is processed
 MEDIA_POLL_SECONDS = 0.5  # first wait between them; doubles each time
 URL_MAX_LENGTH = 2000  # Publication.external_url
-IMAGE_TYPES = {
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-}
 # As the default NetworkRule for Mastodon (migration 0007): graphemes, URLs as 23.
 RULE = SimpleNamespace(network="mastodon", weighted=False, url_length=23)
-
-
-def image_type(data):
-    for magic, kind in IMAGE_TYPES.items():
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
-
-
-def full_text(content):
-    link = (content.link or "").strip()
-    return f"{content.text} {link}" if link else content.text
 
 
 def as_text(content_html):
@@ -121,7 +103,7 @@ class MastodonConnector(Connector):
     def publish(self, account, content, idempotency_key):
         token = access_token(account)
         fields = [
-            ("status", full_text(content)),
+            ("status", content.text_with_link()),
             ("visibility", (account.settings or {}).get("visibility") or "public"),
         ]
         if content.image_path:
@@ -139,7 +121,7 @@ class MastodonConnector(Connector):
 
     def _upload(self, account, token, content):
         data = content.image_bytes()
-        kind = image_type(data)
+        kind = mime_type(data)
         response = self._call(
             account,
             token,
@@ -183,7 +165,7 @@ class MastodonConnector(Connector):
             statuses = response.json()
         except ValueError:
             return None
-        wanted = full_text(content)
+        wanted = content.text_with_link()
         for status in statuses if isinstance(statuses, list) else []:
             if not isinstance(status, dict) or not status.get("id"):
                 continue

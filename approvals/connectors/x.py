@@ -31,6 +31,8 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from approvals.media import mime_type
+
 from .base import Connector, Delivered, DeliveryError, Health, access_token
 from .http import error_for, request, retry_after_seconds
 
@@ -38,28 +40,8 @@ NETWORK = "X"
 USERNAME_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 ANY_STATUS = range(100, 600)  # _call sorts the answers itself
 RECENT = 10  # posts looked at by find_delivery (X accepts 5 to 100)
-IMAGE_TYPES = {
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-}
 # As the default NetworkRule for X (migration 0007): twitter-text weights, URLs as 23.
 RULE = SimpleNamespace(network="x", weighted=True, url_length=23)
-
-
-def image_type(data):
-    for magic, kind in IMAGE_TYPES.items():
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
-
-
-def full_text(content):
-    link = (content.link or "").strip()
-    return f"{content.text} {link}" if link else content.text
 
 
 def _same_text(a, b):
@@ -91,7 +73,7 @@ class XConnector(Connector):
     # Publishing
     def publish(self, account, content, idempotency_key):
         token = access_token(account)
-        body = {"text": full_text(content)}
+        body = {"text": content.text_with_link()}
         if content.image_path:
             body["media"] = {"media_ids": [self._upload(token, content)]}
         response = self._call(token, "POST", "/2/tweets", json=body, ok=(201, 200, 403))
@@ -113,7 +95,7 @@ class XConnector(Connector):
 
     def _upload(self, token, content):
         data = content.image_bytes()
-        kind = image_type(data)
+        kind = mime_type(data)
         extension = kind.rsplit("/", 1)[-1]
         response = self._call(
             token,
@@ -156,7 +138,7 @@ class XConnector(Connector):
             posts = response.json().get("data") or []
         except (ValueError, AttributeError):
             return None
-        wanted = full_text(content)
+        wanted = content.text_with_link()
         for post in posts if isinstance(posts, list) else []:
             if not isinstance(post, dict) or not post.get("id"):
                 continue
