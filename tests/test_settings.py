@@ -83,3 +83,10 @@ def test_defaults_need_no_server(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "reviewflow.sqlite3"), "filesystem://"]
+
+
+def test_a_fresh_checkout_runs_management_commands_without_configuration(tmp_path):
+    """No SECRET_KEY and no DEBUG: a developer's checkout, so manage.py runs as development."""
+    result = manage("makemigrations", "--check", "--dry-run", REVIEWFLOW_VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
