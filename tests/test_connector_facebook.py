@@ -7,11 +7,12 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from approvals import workflow
-from approvals.connectors import DeliveryError, ReleasedContent, get_connector
-from approvals.models import AccountCredential, Post, Publication, SocialAccount
+from approvals.connectors import DeliveryError, get_connector
+from approvals.models import Post, Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.facebook import PAGE_ID, FakeFacebook
-from tests.test_connector_linkedin import png_bytes
+from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import released as kit_released
 
 pytestmark = pytest.mark.django_db
 
@@ -32,19 +33,14 @@ def fake(settings):
 
 @pytest.fixture
 def account(world, fake):
-    account = SocialAccount(
+    return connected_account(
         team=world.lyon,
         network="facebook",
         name="Agence Lyon on Facebook",
         settings={"page_id": PAGE_ID},
-        validated=True,
+        token=fake.token,
+        external_account_id=PAGE_ID,
     )
-    account.full_clean()
-    account.save()
-    credential = AccountCredential(account=account, external_account_id=PAGE_ID)
-    credential.access_token = fake.token
-    credential.save()
-    return SocialAccount.objects.get(pk=account.pk)
 
 
 @pytest.fixture
@@ -61,17 +57,7 @@ def image(tmp_path):
 
 
 def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
-    return ReleasedContent(
-        text=text,
-        link=link,
-        account_ids=(account.pk,),
-        content_hash="",
-        tag_ids=(),
-        post_id=1,
-        revision_number=1,
-        image_path=image_path,
-        image_sha256=image_sha256,
-    )
+    return kit_released(account, text, link, image_path, image_sha256)
 
 
 def refusal(connector, account, content=None):

@@ -1,18 +1,18 @@
 """The LinkedIn connector against a local server answering as LinkedIn's Posts API does."""
 
 import hashlib
-import struct
-import zlib
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from approvals import workflow
-from approvals.connectors import DeliveryError, ReleasedContent, get_connector
+from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors.linkedin import little_text
 from approvals.models import AccountCredential, Post, Publication, SocialAccount
 from approvals.models.posts import State
+from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import released as kit_released
 from tests.fakes.linkedin import ORGANIZATION, FakeLinkedIn, render_little
 
 pytestmark = pytest.mark.django_db
@@ -20,24 +20,6 @@ pytestmark = pytest.mark.django_db
 # Reserved little-format characters everywhere: LinkedIn would cut an unescaped text at '('.
 TEXT = "Portes ouvertes samedi (Lyon 2e) : taux < 3 %, sans frais* — #Lyon @agence [info] ~ok_"
 LINK = "https://example.com/agence/lyon?x=1&y=2"
-
-
-def png_bytes():
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture
@@ -53,19 +35,14 @@ def fake(settings):
 
 @pytest.fixture
 def account(world, fake):
-    account = SocialAccount(
+    return connected_account(
         team=world.lyon,
         network="linkedin",
         name="Agence Lyon on LinkedIn",
         settings={"author": ORGANIZATION},
-        validated=True,
+        token=fake.token,
+        external_account_id=fake.member,
     )
-    account.full_clean()
-    account.save()
-    credential = AccountCredential(account=account, external_account_id=fake.member)
-    credential.access_token = fake.token
-    credential.save()
-    return SocialAccount.objects.get(pk=account.pk)
 
 
 @pytest.fixture
@@ -74,17 +51,7 @@ def connector():
 
 
 def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
-    return ReleasedContent(
-        text=text,
-        link=link,
-        account_ids=(account.pk,),
-        content_hash="",
-        tag_ids=(),
-        post_id=1,
-        revision_number=1,
-        image_path=image_path,
-        image_sha256=image_sha256,
-    )
+    return kit_released(account, text, link, image_path, image_sha256)
 
 
 def test_text_and_link_arrive_verbatim_as_an_article(connector, account, fake):

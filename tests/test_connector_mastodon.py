@@ -2,38 +2,24 @@
 (tests/fakes/mastodon.py), the Idempotency-Key included."""
 
 import hashlib
-import struct
 import time
-import zlib
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from approvals import workflow
-from approvals.connectors import DeliveryError, ReleasedContent, get_connector
+from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors import mastodon as mastodon_module
-from approvals.models import AccountCredential, Post, Publication, SocialAccount
+from approvals.models import Post, Publication, SocialAccount
 from approvals.models.posts import State
+from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import released as kit_released
 from tests.fakes.mastodon import ACCOUNT, TOKEN, FakeMastodon
 
 pytestmark = pytest.mark.django_db
 
 TEXT = "Portes ouvertes samedi à Lyon : taux < 3 % & sans frais.\n\nVenez nous voir !"
 LINK = "https://example.com/agence/lyon/portes-ouvertes-du-samedi?x=1&y=2"
-
-
-def png_bytes():
-    def chunk(kind, data):
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture
@@ -45,20 +31,14 @@ def fake(settings):
 
 @pytest.fixture
 def account(world, fake):
-    account = SocialAccount(
+    return connected_account(
         team=world.lyon,
         network="mastodon",
         name="Agence Lyon on Mastodon",
-        handle="@agence_lyon",
         settings={"instance": fake.url + "/", "visibility": "unlisted"},
-        validated=True,
+        token=TOKEN,
+        handle="@agence_lyon",
     )
-    account.full_clean()
-    account.save()
-    credential = AccountCredential(account=account)
-    credential.access_token = TOKEN
-    credential.save()
-    return SocialAccount.objects.get(pk=account.pk)
 
 
 @pytest.fixture
@@ -67,19 +47,8 @@ def connector():
 
 
 def released(account, text=TEXT, link=LINK, image_path=""):
-    return ReleasedContent(
-        text=text,
-        link=link,
-        account_ids=(account.pk,),
-        content_hash="",
-        tag_ids=(),
-        post_id=1,
-        revision_number=1,
-        image_path=image_path,
-        image_sha256=hashlib.sha256(open(image_path, "rb").read()).hexdigest()
-        if image_path
-        else "",
-    )
+    digest = hashlib.sha256(open(image_path, "rb").read()).hexdigest() if image_path else ""
+    return kit_released(account, text, link, image_path, digest)
 
 
 def test_a_status_is_posted_with_the_idempotency_key(connector, account, fake):

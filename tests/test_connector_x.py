@@ -1,9 +1,7 @@
 """The X connector against a local server answering as X's API v2 does (tests/fakes/x.py)."""
 
 import hashlib
-import struct
 import time
-import zlib
 from datetime import timedelta
 
 import pytest
@@ -11,29 +9,17 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from approvals import workflow
-from approvals.connectors import DeliveryError, ReleasedContent, get_connector
-from approvals.models import AccountCredential, Post, Publication, SocialAccount
+from approvals.connectors import DeliveryError, get_connector
+from approvals.models import Post, Publication, SocialAccount
 from approvals.models.posts import State
+from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import released as kit_released
 from tests.fakes.x import DUPLICATE, TOKEN, USER, FakeX
 
 pytestmark = pytest.mark.django_db
 
 TEXT = "Portes ouvertes samedi à Lyon : taux < 3 % & sans frais, venez nous voir."
 LINK = "https://example.com/agence/lyon?x=1&y=2"
-
-
-def png_bytes():
-    def chunk(kind, data):
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture
@@ -49,20 +35,14 @@ def fake(settings):
 
 @pytest.fixture
 def account(world, fake):
-    account = SocialAccount(
+    return connected_account(
         team=world.lyon,
         network="x",
         name="Agence Lyon on X",
-        handle="@agence_lyon",
         settings={"username": "@agence_lyon"},
-        validated=True,
+        token=TOKEN,
+        handle="@agence_lyon",
     )
-    account.full_clean()
-    account.save()
-    credential = AccountCredential(account=account)
-    credential.access_token = TOKEN
-    credential.save()
-    return SocialAccount.objects.get(pk=account.pk)
 
 
 @pytest.fixture
@@ -71,17 +51,7 @@ def connector():
 
 
 def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
-    return ReleasedContent(
-        text=text,
-        link=link,
-        account_ids=(account.pk,),
-        content_hash="",
-        tag_ids=(),
-        post_id=1,
-        revision_number=1,
-        image_path=image_path,
-        image_sha256=image_sha256,
-    )
+    return kit_released(account, text, link, image_path, image_sha256)
 
 
 def test_text_and_link_are_posted_as_one_text(connector, account, fake):
