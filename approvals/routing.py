@@ -156,8 +156,8 @@ def simulate(*, author, account_ids, text, link="", tag_names=()):
 
 def freeze(post, revision, route, now=None):
     """Record the route's steps for this revision and open its first stage."""
-    steps = [
-        ReviewStep.objects.create(
+    steps = ReviewStep.objects.bulk_create(
+        ReviewStep(
             post=post,
             revision=revision,
             group=planned.group,
@@ -170,7 +170,7 @@ def freeze(post, revision, route, now=None):
             reasons=planned.reasons,
         )
         for planned in route.steps
-    ]
+    )
     return activate_next_stage(revision, now=now) if steps else []
 
 
