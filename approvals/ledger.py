@@ -9,11 +9,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import LedgerEntry
+from .models import LedgerEntry, LedgerHead
 
 GENESIS_HASH = "0" * 64
-# Serializes appends on PostgreSQL; on SQLite the IMMEDIATE transaction already does.
-_CHAIN_LOCK_KEY = 0x5245564945574C47  # "REVIEWLG"
 
 TABLE = LedgerEntry._meta.db_table
 TRIGGER_SQL = {
@@ -83,41 +81,126 @@ def entry_hash(prev_hash, seq, created_at, actor_id, actor, event, post_id, payl
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+HEAD_TABLE = LedgerHead._meta.db_table
+_SHA256_HEX = {  # the hex sha256 of the UTF-8 bytes of a text, in each database's SQL
+    "postgresql": "encode(sha256(convert_to({}, 'UTF8')), 'hex')",
+    "sqlite": "ledger_sha256({})",  # see register_sqlite_functions
+}
+
+
+def _advance_head_sql(vendor):
+    """Move the head one entry on; the new hash is entry_hash's: sha256(prev_hash + body), where
+    the body is the prefix passed as parameter (canonical JSON up to '"seq":') + seq + '}'.
+
+    The head row's lock, held until commit, serializes appenders; under READ COMMITTED a waiting
+    UPDATE re-reads the row its predecessor committed, so there is neither fork nor gap.
+    """
+    new_hash = _SHA256_HEX[vendor].format("hash || %s || CAST(seq + 1 AS TEXT) || '}'")
+    return (
+        f"UPDATE {HEAD_TABLE} SET prev_hash = hash, seq = seq + 1, hash = {new_hash}"
+        " WHERE id = 1 RETURNING seq, prev_hash, hash"
+    )
+
+
+_APPEND_SQL = {
+    # One statement: the head's update and the entry's insert in a data-modifying CTE.
+    "postgresql": (
+        f"WITH head AS ({_advance_head_sql('postgresql')})"
+        f" INSERT INTO {TABLE}"
+        " (seq, created_at, actor_id, actor, event, post_id, payload, prev_hash, hash)"
+        " SELECT seq, %s::timestamptz, %s::bigint, %s, %s, %s::bigint, %s::jsonb, prev_hash, hash"
+        " FROM head RETURNING id, seq, prev_hash, hash"
+    ),
+    # No DML in SQLite's CTEs: this advances the head, then the ORM inserts the entry.
+    "sqlite": _advance_head_sql("sqlite"),
+}
+
+# The head row as the chain's last entry says (genesis when empty), {action} ON CONFLICT.
+# The WHERE is there for SQLite, which cannot parse INSERT ... SELECT ... ON CONFLICT without one.
+_HEAD_FROM_CHAIN_SQL = (
+    f"INSERT INTO {HEAD_TABLE} (id, seq, prev_hash, hash) SELECT 1,"
+    f" COALESCE((SELECT MAX(seq) FROM {TABLE}), 0),"
+    f" COALESCE((SELECT prev_hash FROM {TABLE} ORDER BY seq DESC LIMIT 1), %s),"
+    f" COALESCE((SELECT hash FROM {TABLE} ORDER BY seq DESC LIMIT 1), %s)"
+    " WHERE 1 = 1 ON CONFLICT (id) DO {action}"
+)
+
+
+def reset_head():
+    """Point the head at the chain's last entry, after entries were written other than by append
+    (a bulk load). Not concurrently with appends."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HEAD_FROM_CHAIN_SQL.format(
+                action="UPDATE SET seq = excluded.seq, prev_hash = excluded.prev_hash,"
+                " hash = excluded.hash"
+            ),
+            [GENESIS_HASH, GENESIS_HASH],
+        )
+
+
+def register_sqlite_functions(sender, connection, **kwargs):
+    """connection_created receiver (apps.py): give SQLite the sha256 the head's UPDATE uses."""
+    if connection.vendor == "sqlite":
+        connection.connection.create_function(
+            "ledger_sha256",
+            1,
+            lambda text: hashlib.sha256(text.encode()).hexdigest(),
+            deterministic=True,
+        )
+
+
 def append(event, *, actor=None, post=None, **payload):
-    """Append one entry. Must run inside the transaction of the change it records."""
+    """Append one entry. Must run inside the transaction of the change it records.
+
+    PostgreSQL: one statement. SQLite: the head's UPDATE, then the entry's INSERT.
+    """
     if not connection.in_atomic_block:
         raise RuntimeError("ledger.append must run inside the transaction it records")
     # Round-trip through JSON now so the hash covers exactly what the database will return.
     payload = json.loads(canonical_json(payload))
-    # Everything that does not depend on the head is done before the lock: the lock is held
-    # until this transaction commits, so the time under it bounds every appender's throughput.
-    actor_id = getattr(actor, "pk", None)
     entry = LedgerEntry(
-        actor_id=actor_id,
+        created_at=timezone.now(),
+        actor_id=getattr(actor, "pk", None),
         actor=actor.get_username() if actor is not None else "system",
         event=event,
         post_id=getattr(post, "pk", post),
         payload=payload,
     )
-    head_sql = f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-        cursor.execute(head_sql)
-        head = cursor.fetchone()
-    entry.seq, entry.prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-    entry.created_at = timezone.now()
-    entry.hash = entry_hash(
-        entry.prev_hash,
-        entry.seq,
-        entry.created_at,
-        entry.actor_id,
-        entry.actor,
-        entry.event,
-        entry.post_id,
-        entry.payload,
+    # The hashed body is the canonical JSON of the seven fields; "seq" sorts last, so everything
+    # before it is built here, before the head is locked, and the database appends the seq.
+    body = canonical_json(
+        {
+            "created_at": entry.created_at.astimezone(UTC).isoformat(),
+            "actor_id": entry.actor_id,
+            "actor": entry.actor,
+            "event": entry.event,
+            "post_id": entry.post_id,
+            "payload": payload,
+        }
     )
-    entry.save(force_insert=True)
+    body_prefix = body[:-1] + ',"seq":'
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        sql = _APPEND_SQL["postgresql"]
+        params = [body_prefix, entry.created_at, entry.actor_id, entry.actor, entry.event]
+        params += [entry.post_id, canonical_json(payload)]
+    else:
+        sql, params = _APPEND_SQL["sqlite"], [body_prefix]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:  # no head row (a flush empties every table): rebuild it from the chain
+            # DO NOTHING: of appenders racing here, one inserts and the others wait, then update it.
+            cursor.execute(_HEAD_FROM_CHAIN_SQL.format(action="NOTHING"), [GENESIS_HASH] * 2)
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    if postgresql:
+        entry.id, entry.seq, entry.prev_hash, entry.hash = row
+        entry._state.adding, entry._state.db = False, connection.alias
+    else:
+        entry.seq, entry.prev_hash, entry.hash = row
+        entry.save(force_insert=True)
     return entry
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from . import config
 from .conditions import ConditionError, Facts
 from .duetime import due_at
 from .models import ApprovalRule, ReviewStep, SocialAccount
@@ -64,23 +65,28 @@ def facts_for(*, team, accounts, text, link="", tags=(), findings=()):
     )
 
 
-def facts_for_revision(revision):
+def facts_for_revision(revision, findings=None):
+    """`findings`: the policy Findings just computed for this revision (anything with `category`
+    and `severity`); None reads the ones frozen with it."""
+    if findings is None:
+        findings = revision.findings.values_list("category", "severity")
+    else:
+        findings = [(f.category, f.severity) for f in findings]
     return facts_for(
         team=revision.post.team,
         accounts=list(revision.accounts.all()),
         text=revision.text,
         link=revision.link,
         tags=list(revision.tags.all()),
-        findings=revision.findings.values_list("category", "severity"),
+        findings=findings,
     )
 
 
 def compute_route(facts, now=None):
-    rules = ApprovalRule.objects.filter(enabled=True).prefetch_related(
-        "steps__group", "steps__escalation_group"
-    )
+    """The route of the configuration's enabled rules (the snapshot pinned by the caller, if
+    any: see `config.using`)."""
     matched = []
-    for rule in rules:
+    for rule in config.current().rules:
         try:
             if rule.matches(facts):
                 matched.append(rule)
@@ -135,8 +141,10 @@ def compute_route(facts, now=None):
     return Route(steps=steps, matched=matched)
 
 
-def route_for_revision(revision):
-    return compute_route(facts_for_revision(revision))
+def route_for_revision(revision, findings=None):
+    """The route of a revision; pass the `findings` the caller has just computed (see
+    `facts_for_revision`) to spare reading them back."""
+    return compute_route(facts_for_revision(revision, findings))
 
 
 def simulate(*, author, account_ids, text, link="", tag_names=()):
@@ -155,7 +163,9 @@ def simulate(*, author, account_ids, text, link="", tag_names=()):
 
 
 def freeze(post, revision, route, now=None):
-    """Record the route's steps for this revision and open its first stage."""
+    """Record the route's steps for this revision, its first stage open; returns those steps."""
+    now = now or timezone.now()
+    first = min((planned.stage for planned in route.steps), default=None)
     steps = ReviewStep.objects.bulk_create(
         ReviewStep(
             post=post,
@@ -168,10 +178,20 @@ def freeze(post, revision, route, now=None):
             escalation_group=planned.escalation_group,
             allow_multiple_steps_per_reviewer=planned.allow_multiple_steps_per_reviewer,
             reasons=planned.reasons,
+            **_opened(planned, now) if planned.stage == first else {},
         )
         for planned in route.steps
     )
-    return activate_next_stage(revision, now=now) if steps else []
+    return [step for step in steps if step.state == ReviewStep.State.ACTIVE]
+
+
+def _opened(step, now):
+    """The fields of a step that opens now."""
+    return {
+        "state": ReviewStep.State.ACTIVE,
+        "activated_at": now,
+        "due_at": due_at(now, step.due_hours, step.business_hours),
+    }
 
 
 def activate_next_stage(revision, now=None):
@@ -181,10 +201,9 @@ def activate_next_stage(revision, now=None):
     stage = waiting.order_by("stage").values_list("stage", flat=True).first()
     if stage is None:
         return []
-    opened = list(waiting.filter(stage=stage))
+    opened = list(waiting.filter(stage=stage).select_related("group"))
     for step in opened:
-        step.state = ReviewStep.State.ACTIVE
-        step.activated_at = now
-        step.due_at = due_at(now, step.due_hours, step.business_hours)
+        for name, value in _opened(step, now).items():
+            setattr(step, name, value)
         step.save(update_fields=["state", "activated_at", "due_at"])
     return opened

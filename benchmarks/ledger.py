@@ -6,7 +6,8 @@ own database, the DATABASE_URL database's name with "_ledger" appended
 "bench"), so that a million ledger entries never weigh on the other benchmarks.
 
 The chain is generated here, not by a million ORM appends: each entry's hash is computed in Python
-by approvals.ledger.entry_hash (the function verify() uses), and the rows are streamed in with COPY.
+by approvals.ledger.entry_hash (the function verify() uses), and the rows are streamed in with COPY;
+then ledger.reset_head() points the chain's head (approvals.LedgerHead) at the last entry.
 The append-only triggers stay installed throughout (they refuse UPDATE, DELETE and TRUNCATE only).
 
 Figures, one line each on stdout (progress goes to stderr):
@@ -80,7 +81,7 @@ def load():
     """Hash ENTRIES entries in Python and COPY them in, in chunks of CHUNK, one transaction each."""
     from django.db import connection, transaction
 
-    from approvals.ledger import GENESIS_HASH, TABLE, canonical_json, entry_hash
+    from approvals.ledger import GENESIS_HASH, TABLE, canonical_json, entry_hash, reset_head
 
     rng = random.Random(SEED)
     started = time.perf_counter()
@@ -112,6 +113,7 @@ def load():
                 for row in rows:
                     copy.write_row(row)
         log(f"  loaded {rows[-1][0]:,} entries ({time.perf_counter() - started:.1f} s)")
+    reset_head()  # appends chain on from the last entry loaded
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {TABLE}")
     return time.perf_counter() - started

@@ -79,6 +79,7 @@ SHIPPED_DATA = [  # data migrations whose rows a transactional test's flush remo
     "approvals.migrations.0007_default_network_rules",
     "approvals.migrations.0008_default_lexicon",
     "approvals.migrations.0009_default_disclaimers",
+    "approvals.migrations.0014_config_version",  # the configuration's version row
 ]
 
 
@@ -88,8 +89,9 @@ def _database_as_migrated(request):
 
     A transactional test ends with a flush (DELETE on SQLite, TRUNCATE on PostgreSQL) that the
     ledger's triggers rightly refuse, so they are removed just before it and reinstalled for the
-    next test; the flush also empties the shipped rules, lexicon and disclaimers, so transactional
-    tests put them back first (each migration's function is idempotent).
+    next test; the flush also empties the shipped rules, lexicon and disclaimers and the
+    configuration's version row, so transactional tests put them back first (each migration's
+    function is idempotent).
     """
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker and marker.kwargs.get("transaction")) or (

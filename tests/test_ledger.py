@@ -1,11 +1,17 @@
 """The ledger is append-only in the database and hash-chained; verify_ledger finds a broken link."""
 
+import json
+from pathlib import Path
+
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from approvals import ledger
-from approvals.models import LedgerEntry
+from approvals.models import LedgerEntry, LedgerHead
+
+BLNS = json.loads((Path(__file__).parent / "data" / "blns_selection.json").read_text("utf-8"))
 
 pytestmark = pytest.mark.django_db
 
@@ -112,3 +118,146 @@ def test_verify_ledger_finds_a_recomputed_hash(chain):
     )
     broken = ledger.verify()
     assert broken.seq == chain[4].seq
+
+
+# --- the head: one statement per append, the same hash as entry_hash --------------------------
+
+
+def _head():
+    head = LedgerHead.objects.get()
+    return head.seq, head.prev_hash, head.hash
+
+
+def _recomputed(entry):
+    return ledger.entry_hash(
+        entry.prev_hash,
+        entry.seq,
+        entry.created_at,
+        entry.actor_id,
+        entry.actor,
+        entry.event,
+        entry.post_id,
+        entry.payload,
+    )
+
+
+AWKWARD_PAYLOADS = [
+    {"text": "Taux < 3 % & zéro frais ✓ — « capital à risque »", "emoji": "🎉👩‍👩‍👧 🇫🇷"},
+    {"quotes": "il a dit \"oui\" et 'non'", "backslashes": "C:\\temp\\n \\u00e9 \\", "sql": "'}'"},
+    {"nested": {"z": [1, 2.5, None, True, {"é": "ß", "a": []}], "a": {"b": {"c": "d"}}}},
+    {"controls": "line\nbreak\ttab\r\u2028\u2029\x7f\x1b", "rtl": "\u202eevil\u202c"},
+    {"keys": {"Z": 1, "a": 2, "é": 3, "🎉": 4, "": 5, "seq": 6}, "seq": "not the entry's"},
+    {"blns": BLNS},
+    {},
+]
+
+
+def test_the_database_hashes_as_entry_hash_does(world):
+    """The hash computed in SQL (PostgreSQL's sha256, SQLite's registered function) equals
+    entry_hash's for awkward text, nested objects and no actor or post."""
+    with transaction.atomic():
+        returned = [
+            ledger.append("test.awkward", actor=world.carla, post=7, **payload)
+            for payload in AWKWARD_PAYLOADS
+        ]
+        returned.append(ledger.append("test.awkward", actor=None, post=None, **{"x": "\\"}))
+    stored = list(LedgerEntry.objects.order_by("seq"))
+    assert [e.pk for e in returned] == [e.pk for e in stored]
+    for got, entry in zip(returned, stored, strict=True):
+        assert (got.seq, got.prev_hash, got.hash) == (entry.seq, entry.prev_hash, entry.hash)
+        assert got.created_at == entry.created_at and got.payload == entry.payload
+        assert entry.hash == _recomputed(entry)
+    assert stored[-1].actor_id is None and stored[-1].actor == "system"
+    assert stored[-1].post_id is None
+    assert _head() == (stored[-1].seq, stored[-1].prev_hash, stored[-1].hash)
+    assert ledger.verify() is None
+
+
+@pytest.mark.postgres
+def test_an_append_is_one_statement_on_postgresql(world):
+    with transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=0)
+        with CaptureQueriesContext(connection) as queries:
+            ledger.append("test.event", actor=world.carla, n=1)
+    assert len(queries) == 1, [q["sql"] for q in queries]
+    assert ledger.verify() is None
+
+
+def test_the_head_follows_the_chain(chain):
+    last = chain[-1]
+    assert _head() == (last.seq, last.prev_hash, last.hash)
+
+
+def test_a_missing_head_row_is_rebuilt_from_the_chain(chain, world):
+    """A flush empties every table, the head's too: the next append starts from the chain."""
+    LedgerHead.objects.all().delete()
+    with transaction.atomic():
+        entry = ledger.append("test.event", actor=world.carla, n=5)
+    assert (entry.seq, entry.prev_hash) == (chain[-1].seq + 1, chain[-1].hash)
+    assert ledger.verify() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_flush_the_chain_starts_again_from_genesis(world):
+    with transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=0)
+    ledger.set_append_only(connection, False)  # as tests/conftest.py does before a flush
+    call_command("flush", interactive=False, verbosity=0)
+    ledger.set_append_only(connection, True)
+    assert not LedgerEntry.objects.exists() and not LedgerHead.objects.exists()
+    with transaction.atomic():
+        first = ledger.append("test.event", n=1)
+        second = ledger.append("test.event", n=2)
+    assert (first.seq, first.prev_hash) == (1, ledger.GENESIS_HASH)
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+    assert ledger.verify() is None
+
+
+def test_reset_head_follows_entries_written_in_bulk(chain, world):
+    """As benchmarks/ledger.py does after loading a chain with COPY."""
+    last = chain[-1]
+    seq, created_at = last.seq + 1, last.created_at
+    payload = {"bulk": True}
+    forged = ledger.entry_hash(last.hash, seq, created_at, None, "system", "bulk", None, payload)
+    LedgerEntry.objects.create(
+        seq=seq,
+        created_at=created_at,
+        actor="system",
+        event="bulk",
+        payload=payload,
+        prev_hash=last.hash,
+        hash=forged,
+    )
+    ledger.reset_head()
+    assert _head() == (seq, last.hash, forged)
+    with transaction.atomic():
+        entry = ledger.append("test.event", actor=world.carla)
+    assert (entry.seq, entry.prev_hash) == (seq + 1, forged)
+    assert ledger.verify() is None
+
+
+@pytest.mark.parametrize(
+    "tampering, reason",
+    [("hash = %s", "prev_hash does not match"), ("seq = seq + 3", "missing")],
+)
+def test_a_tampered_head_shows_at_the_next_entry(chain, world, tampering, reason):
+    """The head is mutable by design: rewriting it breaks the next entry's link, which verify
+    names."""
+    with connection.cursor() as cursor:
+        params = ["f" * 64] if "%s" in tampering else []
+        cursor.execute(f"UPDATE {ledger.HEAD_TABLE} SET {tampering}", params)
+    with transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=5)
+    broken = ledger.verify()
+    assert broken.seq == chain[-1].seq + 1 and reason in broken.reason
+
+
+def test_a_head_rewound_to_fork_the_chain_is_refused(chain, world):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ledger.HEAD_TABLE} SET seq = %s, hash = %s",
+            [chain[-2].seq, chain[-2].hash],
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=5)
+    assert ledger.verify() is None

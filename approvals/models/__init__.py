@@ -6,9 +6,9 @@ from .accounts import (
     TeamUserObjectPermission,
 )
 from .credentials import AccountCredential
-from .ledger import LedgerEntry
+from .ledger import LedgerEntry, LedgerHead
 from .notifications import Notification, NotificationPreference
-from .policy import Disclaimer, LexiconEntry, NetworkRule, RevisionFinding
+from .policy import ConfigVersion, Disclaimer, LexiconEntry, NetworkRule, RevisionFinding
 from .posts import Post, Revision, RevisionView
 from .publishing import DeliveryAttempt, Publication, SandboxPost
 from .reviews import Decision, ReviewStep, StepClaim
@@ -16,6 +16,7 @@ from .rules import ApprovalRule, RuleStep, Tag
 
 __all__ = [
     "AccountCredential",
+    "ConfigVersion",
     "Disclaimer",
     "LexiconEntry",
     "NetworkRule",
@@ -28,6 +29,7 @@ __all__ = [
     "Decision",
     "DeliveryAttempt",
     "LedgerEntry",
+    "LedgerHead",
     "Membership",
     "Notification",
     "NotificationPreference",

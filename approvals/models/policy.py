@@ -144,3 +144,20 @@ class RevisionFinding(models.Model):
 
     def __str__(self):
         return f"{self.severity} {self.code} on {self.revision}"
+
+
+class ConfigVersion(models.Model):
+    """One row whose value database triggers set to a new random number on any write to the
+    configuration that the checks and routing read: `approvals.config` rebuilds its cached
+    snapshot when it differs (random, so a rolled-back change's value is never reused)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="configversion_one_row")
+        ]
+
+    def __str__(self):
+        return str(self.value)

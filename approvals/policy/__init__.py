@@ -25,10 +25,10 @@ SEVERITY_ORDER = {Severity.BLOCK: 0, Severity.WARN: 1, Severity.INFO: 2}
 
 
 def check(subject: Subject) -> list[Finding]:
-    from .network import rules_read_once
+    from approvals import config
 
     found = []
-    with rules_read_once():  # several checks read the network rules: one query
+    with config.using():  # every check reads one snapshot: the version is read once
         for path in CHECKS:
             found.extend(import_string(path)().run(subject, list(found)))
     return sorted(

@@ -14,7 +14,7 @@ from collections import Counter
 
 from django.conf import settings
 
-from approvals.models.policy import Disclaimer
+from approvals import config
 
 from .base import Category, Check, Finding
 from .counting import count, find_urls, network_label
@@ -88,9 +88,8 @@ class DisclaimerCheck(Check):
     """Report each required mention the text lacks, with what to insert."""
 
     def run(self, subject, found):
-        disclaimers = Disclaimer.objects.filter(enabled=True).prefetch_related("teams")
         language = None
-        for disclaimer in disclaimers:
+        for disclaimer in config.current().disclaimers:
             networks = self._networks(disclaimer, subject)
             if networks is None:
                 continue

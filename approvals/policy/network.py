@@ -4,22 +4,21 @@ The rules are the NetworkRule rows (defaults from migration 0007, edited by admi
 without a row falls back to its connector's plain character limit, as the preview did.
 """
 
-from contextlib import contextmanager
-from contextvars import ContextVar
 from types import SimpleNamespace
 
-from approvals.models.policy import NetworkRule
+from approvals import config
 
 from .base import Category, Check, Finding, Severity
 from .counting import count, find_hashtags, find_mentions, network_label, overflow_start
 
 
 def rule_for(network, rules=None):
-    """The NetworkRule of a network, or a plain one from its connector's limit, or None."""
-    if rules is not None and network in rules:
+    """The NetworkRule of a network (from `rules`, by default the configuration's), or a plain
+    one from its connector's limit, or None."""
+    if rules is None:
+        rules = config.current().network_rules
+    if network in rules:
         return rules[network]
-    if rules is None and (rule := NetworkRule.objects.filter(network=network).first()):
-        return rule
     from approvals.connectors import get_connector
 
     try:
@@ -38,28 +37,10 @@ def rule_for(network, rules=None):
     )
 
 
-# Within one policy check (several checks read the rules), the rows are read once.
-_read_once = ContextVar("network_rules_read_once", default=None)
-
-
-@contextmanager
-def rules_read_once():
-    """Read the NetworkRule rows at most once until the block ends (one policy check)."""
-    token = _read_once.set({})
-    try:
-        yield
-    finally:
-        _read_once.reset(token)
-
-
 def stored_rules(networks):
     """{network: NetworkRule} for those of these networks that have a row."""
-    memo = _read_once.get()
-    if memo is None:
-        return {rule.network: rule for rule in NetworkRule.objects.filter(network__in=networks)}
-    if "all" not in memo:
-        memo["all"] = {rule.network: rule for rule in NetworkRule.objects.all()}
-    return {network: rule for network, rule in memo["all"].items() if network in networks}
+    stored = config.current().network_rules
+    return {network: stored[network] for network in networks if network in stored}
 
 
 def rules_for(networks):
@@ -151,6 +132,5 @@ __all__ = [
     "network_length",
     "rule_for",
     "rules_for",
-    "rules_read_once",
     "stored_rules",
 ]

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from approvals import media, policy, workflow
+from approvals import config, media, policy, workflow
 from approvals.access import post_for_user, review_queue
 from approvals.connectors import get_connector
 from approvals.diff import word_diff
@@ -111,6 +111,11 @@ def post_edit(request, pk):
 
 def preview(request):
     """Live preview per target account, with the characters left on each network."""
+    with config.using():  # the lengths and the checks read the configuration's version once
+        return _preview(request)
+
+
+def _preview(request):
     form = PostForm(request.POST, user=request.user)
     form.is_valid()
     text = clean_text(request.POST.get("text", ""))

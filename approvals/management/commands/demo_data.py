@@ -14,7 +14,16 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from approvals import ledger, workflow
-from approvals.models import ApprovalRule, LedgerEntry, Post, RuleStep, SocialAccount, Tag, Team
+from approvals.models import (
+    ApprovalRule,
+    LedgerEntry,
+    LedgerHead,
+    Post,
+    RuleStep,
+    SocialAccount,
+    Tag,
+    Team,
+)
 from approvals.models.accounts import Membership
 from approvals.models.reviews import Decision
 from reviewflow.celery import app as celery_app
@@ -256,7 +265,7 @@ class Command(BaseCommand):
         wanted = []
         for model in apps.get_app_config("approvals").get_models():
             key = (model._meta.app_label, model._meta.model_name)
-            if model is LedgerEntry:
+            if model in (LedgerEntry, LedgerHead):
                 actions = ["view"]  # the ledger is append-only, even for compliance
             elif key in GRANT_MODELS or key in DELETABLE_MODELS:
                 actions = ["add", "change", "delete", "view"]
