@@ -272,7 +272,7 @@ def _record(account, credential_pk, checked_token, status, detail, now, actor):
             if status == Status.RECONNECT:
                 from . import notify
 
-                transaction.on_commit(lambda: notify.reconnect_needed(account.pk))
+                notify.reconnect_needed(account.pk)
     return credential
 
 

@@ -1,9 +1,10 @@
 """Notifications by email: what happened in the review, to whom it concerns.
 
-The workflow calls one function per event after the commit of the change it reports. Each writes
-one Notification row per recipient (the outbox) and, once those rows are committed, enqueues the
-mailing of the immediate ones (`tasks.send_notifications`); rows of people who chose the daily
-digest wait for `tasks.send_digests`. Only people who may see the post are told: the author, and
+The workflow calls one function per event inside the transaction of the change it reports. Each
+writes one Notification row per recipient (the outbox: committed with the change or not at all)
+and, once those rows are committed, enqueues the mailing of the immediate ones
+(`tasks.send_notifications`); rows of people who chose the daily digest wait for
+`tasks.send_digests`. Only people who may see the post are told: the author, and
 members of the step's groups who are granted review on the post's team (never the author).
 """
 
@@ -13,12 +14,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator
 from guardian.shortcuts import get_users_with_perms
 
-from .models import Decision, Notification, NotificationPreference, Post, ReviewStep
+from .models import Notification, NotificationPreference, Post, ReviewStep
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +54,28 @@ def _reviewers(post, groups):
         .objects.filter(groups__in=[g for g in groups if g], is_active=True)
         .filter(pk__in=granted.values("pk"))
         .exclude(pk=post.author_id)
-        .distinct()
-        .order_by("pk")
     )
+
+
+def _users(*users):
+    return get_user_model().objects.filter(pk__in=[user.pk for user in users])
 
 
 def _notify(kind, post, users, subject, body):
-    """Write one row per recipient with an email address; mail the immediate ones on commit."""
-    users = [user for user in users if user.email]
-    digest = set(
-        NotificationPreference.objects.filter(
-            user__in=users, mode=NotificationPreference.Mode.DIGEST
-        ).values_list("user_id", flat=True)
+    """Write one row per recipient with an email address; mail the immediate ones on commit.
+
+    `users`: a queryset; one query reads the recipients with their choice of digest.
+    """
+    digest = NotificationPreference.objects.filter(
+        user=OuterRef("pk"), mode=NotificationPreference.Mode.DIGEST
     )
-    with transaction.atomic():
-        rows = Notification.objects.bulk_create(
-            Notification(
-                user=user,
-                post=post,
-                kind=kind,
-                subject=subject,
-                body=body,
-                digest=user.pk in digest,
-            )
-            for user in users
+    recipients = users.exclude(email="").annotate(digest=Exists(digest)).distinct().order_by("pk")
+    rows = Notification.objects.bulk_create(
+        Notification(
+            user=user, post=post, kind=kind, subject=subject, body=body, digest=user.digest
         )
+        for user in recipients
+    )
     immediate = [row.pk for row in rows if not row.digest]
     if immediate:
         transaction.on_commit(lambda: _enqueue(immediate))
@@ -97,13 +96,10 @@ def _enqueue(notification_ids):
 # --- Events ---------------------------------------------------------------------------------------
 
 
-def steps_opened(step_ids):
-    """A step became active: tell its reviewer group."""
-    steps = ReviewStep.objects.filter(
-        pk__in=step_ids, state=ReviewStep.State.ACTIVE
-    ).select_related("post__team", "post__author", "post__current_revision", "group")
+def steps_opened(post, steps):
+    """Steps became active: tell their reviewer groups. `post` is the locked post, with its
+    team, author and current revision; the steps carry their group."""
     for step in steps:
-        post = step.post
         due = _when(step.due_at)
         _notify(
             Notification.Kind.REVIEW_REQUESTED,
@@ -118,18 +114,14 @@ def steps_opened(step_ids):
         )
 
 
-def decision_made(decision_id):
-    """A reviewer decided: tell the author."""
-    decision = Decision.objects.select_related(
-        "post__author", "post__current_revision", "reviewer", "step__group", "revision"
-    ).get(pk=decision_id)
-    post = decision.post
+def decision_made(post, decision):
+    """A reviewer decided: tell the author. `post` as for steps_opened, already moved."""
     reviewer = decision.reviewer.get_username()
     reason = f"Reason: {decision.reason}\n" if decision.reason else ""
     _notify(
         Notification.Kind.DECISION,
         post,
-        [post.author],
+        _users(post.author),
         f"Post #{post.pk}: {decision.get_outcome_display().lower()} by {reviewer}",
         f"{decision.get_outcome_display()} by {reviewer} ({decision.step.group.name}) "
         f"on revision {decision.revision.number} of post #{post.pk}.\n"
@@ -183,7 +175,7 @@ def publish_at_risk(post_id, estimated_finish=None):
     _notify(
         Notification.Kind.PUBLISH_AT_RISK,
         post,
-        [post.author, *_reviewers(post, groups)],
+        _users(post.author) | _reviewers(post, groups),
         f"Post #{post.pk} may miss its publish time ({_when(post.publish_at)})",
         f"Post #{post.pk} is to be published {_when(post.publish_at)}, but its review is "
         f"still open ({', '.join(step.group.name for step in active) or 'no active step'}).\n"
@@ -220,7 +212,7 @@ def reconnect_needed(account_id):
     admins = users.filter(is_staff=True).filter(
         Q(is_superuser=True) | Q(user_permissions=perm) | Q(groups__permissions=perm)
     )
-    recipients = sorted({*publishers, *admins}, key=lambda user: user.pk)
+    recipients = publishers | admins
     connect = settings.REVIEWFLOW["BASE_URL"].rstrip("/") + reverse(
         "admin:approvals_socialaccount_connect", args=[account.pk]
     )
@@ -246,7 +238,7 @@ def approval_expiring(post_id):
     return _notify(
         Notification.Kind.APPROVAL_EXPIRING,
         post,
-        [post.author],
+        _users(post.author),
         f"Post #{post.pk}: the approval expires {_when(post.approval_expires_at)}",
         f"The approval of post #{post.pk} expires {_when(post.approval_expires_at)}, before "
         f"{when}. An expired post is not published: it must be reviewed again.\n"
@@ -281,25 +273,30 @@ def _unsent(**filters):
 def send_immediate(notification_ids=None):
     """Mail immediate rows, one mail each; without ids, the ones whose task was lost.
 
-    Each mail is sent inside the transaction that marks its row sent: a failed send leaves the
-    row unsent for the sweep, and two runners never send the same row (row lock, then a
-    conditional update).
+    One transaction locks the rows (two runners never send the same row), sends, and marks
+    what was sent: a failed send leaves that row and the ones after it unsent, for the sweep.
     """
-    pending = Notification.objects.filter(digest=False, sent_at__isnull=True)
+    pending = {"digest": False}
     if notification_ids is None:
-        pending = pending.filter(created_at__lte=timezone.now() - STALLED_AFTER)
+        pending["created_at__lte"] = timezone.now() - STALLED_AFTER
     else:
-        pending = pending.filter(pk__in=notification_ids)
-    sent = 0
-    for pk in list(pending.values_list("pk", flat=True)):
-        with transaction.atomic():
-            row = _unsent(pk=pk, digest=False).first()
-            if row is None or not _claim([row], timezone.now()):
-                continue
-            if row.user.email:
-                send_mail(row.subject, row.body, None, [row.user.email])
-                sent += 1
-    return sent
+        pending["pk__in"] = notification_ids
+    sent, mailed, failure = [], 0, None
+    with transaction.atomic():
+        for row in _unsent(**pending):
+            try:
+                if row.user.email:
+                    send_mail(row.subject, row.body, None, [row.user.email])
+                    mailed += 1
+            except Exception as error:  # raised once the rows mailed so far are marked
+                failure = error
+                break
+            sent.append(row.pk)
+        if sent:
+            Notification.objects.filter(pk__in=sent).update(sent_at=timezone.now())
+    if failure is not None:
+        raise failure
+    return mailed
 
 
 def send_digests():

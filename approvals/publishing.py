@@ -18,6 +18,7 @@ call happens inside a transaction or under a row lock.
 
 import logging
 import random
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -48,15 +49,17 @@ def _seconds(name):
 
 def create_publications(post, now=None):
     """One pending publication per target account of the approved revision (unique in the
-    database), due at the publish time. Runs in the approval's transaction; idempotent."""
+    database), due at the publish time. Runs in the approval's transaction, under the post's
+    lock; idempotent."""
     revision = post.approved_revision
     due = post.publish_at or now or timezone.now()
-    return [
-        Publication.objects.get_or_create(
-            revision=revision, account=account, defaults={"post": post, "next_attempt_at": due}
-        )[0]
+    existing = {p.account_id: p for p in Publication.objects.filter(revision=revision)}
+    missing = [
+        Publication(post=post, revision=revision, account=account, next_attempt_at=due)
         for account in revision.accounts.all()
+        if account.pk not in existing
     ]
+    return [*existing.values(), *Publication.objects.bulk_create(missing)]
 
 
 def cancel_publications(post):
@@ -164,12 +167,13 @@ def claim(publication_id, now=None):
     """Take a due, pending publication of a post being published; False when another worker or
     run has it, when it is not due yet, or when its post is not released."""
     now = now or timezone.now()
-    # A post stays publishing until all its publications settle, so checking it first is safe;
-    # the claim itself is one conditional update on the publication row only.
-    if not Post.objects.filter(publications=publication_id, state=State.PUBLISHING).exists():
-        return False
+    # One conditional update; a post stays publishing until all its publications settle. The
+    # post's state is an EXISTS, not a join: with a join Django would move every condition into
+    # an `id IN (subquery)` that PostgreSQL does not re-check after waiting for a concurrent
+    # claim's row lock, and both claims would win.
+    releasing = Exists(Post.objects.filter(pk=OuterRef("post_id"), state=State.PUBLISHING))
     return bool(
-        Publication.objects.filter(_due(now), pk=publication_id, state=P.PENDING).update(
+        Publication.objects.filter(_due(now), releasing, pk=publication_id, state=P.PENDING).update(
             state=P.SENDING, claimed_at=now, attempts=F("attempts") + 1
         )
     )
@@ -194,13 +198,14 @@ def deliver(publication_id, now=None):
         content = ReleasedContent.of(publication.revision)
         delivered = get_connector(network).deliver(publication, content)
     except DeliveryError as error:
-        _failed(publication, error, now)
+        record = partial(_failed, publication, error, now)
     except Exception as error:  # a connector bug or a crash: a visible, bounded retry
         log.exception("connector %s crashed", network)
-        _failed(publication, DeliveryError(f"connector error: {error.__class__.__name__}"), now)
+        crash = DeliveryError(f"connector error: {error.__class__.__name__}")
+        record = partial(_failed, publication, crash, now)
     else:
-        _finish(publication, ok=True, detail="", delivered=delivered)
-    workflow.settle(publication.post_id)
+        record = partial(_finish, publication, ok=True, detail="", delivered=delivered)
+    workflow.settle(publication.post_id, record=record)
     return publication.state == P.DELIVERED
 
 
@@ -266,8 +271,7 @@ def _needs_reconnect(account_id, detail, now):
     )
     from . import notify
 
-    if hasattr(notify, "reconnect_needed"):
-        transaction.on_commit(lambda: notify.reconnect_needed(account.pk))
+    notify.reconnect_needed(account.pk)
 
 
 def _mine(publication, state):
@@ -313,8 +317,8 @@ def _put_back(publication, wait, now=None):
             transaction.on_commit(lambda: send([publication.pk], countdown))
 
 
-@transaction.atomic
 def _finish(publication, *, ok, detail, delivered=None):
+    """Record the attempt's outcome; runs inside `workflow.settle`, under the post's lock."""
     now = timezone.now()
     changes = {"state": P.DELIVERED if ok else P.FAILED}
     if ok:
@@ -347,11 +351,11 @@ def _finish(publication, *, ok, detail, delivered=None):
     )
 
 
-def outcome(post):
+def outcome(counts):
     """The post's state once no publication is waiting or sending, else None: published when
     all were delivered, partially_published when some were and the others failed for good,
-    failed when none was."""
-    states = set(post.publications.values_list("state", flat=True))
+    failed when none was. `counts`: {publication state: how many} of the post."""
+    states = set(counts)
     if not states or states & {P.PENDING, P.SENDING}:
         return None
     if states == {P.DELIVERED}:
@@ -396,15 +400,18 @@ def recover_stalled(now=None):
         found = _find_delivery(publication)
         if found is not None:
             detail = "found on the network after an interrupted attempt; not sent again"
-            _finish(publication, ok=True, detail=detail, delivered=found)
-            workflow.settle(publication.post_id)
+            workflow.settle(
+                publication.post_id,
+                record=partial(_finish, publication, ok=True, detail=detail, delivered=found),
+            )
         elif publication.lost_claims + 1 >= _config("DELIVERY_MAX_CLAIMS"):
             detail = (
                 f"the delivery did not complete in {publication.attempts} tries; "
                 "check the receiver before retrying"
             )
-            _finish(publication, ok=False, detail=detail)
-            workflow.settle(publication.post_id)
+            workflow.settle(
+                publication.post_id, record=partial(_finish, publication, ok=False, detail=detail)
+            )
         elif _mine(publication, P.SENDING).update(
             state=P.PENDING,
             claimed_at=None,

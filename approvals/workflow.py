@@ -1,18 +1,29 @@
 """The only code that moves a Post between states.
 
 Each function validates and locks the post row first, then changes data and writes its ledger
-entry in the same transaction, then schedules side effects with transaction.on_commit.
+entry and its notifications (an outbox) in the same transaction, then schedules side effects
+with transaction.on_commit.
 """
 
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Prefetch, Q, prefetch_related_objects
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    prefetch_related_objects,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
-from . import duetime, ledger, media, notify, policy, publishing, routing
+from . import config, duetime, ledger, media, notify, policy, publishing, routing
 from .models import (
     Decision,
     Post,
@@ -314,28 +325,30 @@ def _route(post):
     A `block` finding refuses the move; a missing route is a Conflict saying why.
     """
     revision = post.current_revision
-    if not revision.findings.exists():
-        findings = policy.check_revision(revision)
-        if blocked := policy.blocking(findings):
-            raise Blocked(blocked)
-        RevisionFinding.objects.bulk_create(
-            RevisionFinding(
-                revision=revision,
-                code=f.code,
-                category=f.category,
-                severity=f.severity,
-                message=f.message,
-                fix=f.fix,
-                start=f.start,
-                end=f.end,
-                network=f.network,
+    with config.using():  # the checks and the route read the configuration's version once
+        findings = None  # already checked and frozen: routing reads them
+        if not revision.findings.exists():
+            findings = policy.check_revision(revision)
+            if blocked := policy.blocking(findings):
+                raise Blocked(blocked)
+            RevisionFinding.objects.bulk_create(
+                RevisionFinding(
+                    revision=revision,
+                    code=f.code,
+                    category=f.category,
+                    severity=f.severity,
+                    message=f.message,
+                    fix=f.fix,
+                    start=f.start,
+                    end=f.end,
+                    network=f.network,
+                )
+                for f in findings
             )
-            for f in findings
-        )
-    try:
-        return routing.route_for_revision(revision)
-    except routing.NoRoute as error:
-        raise Conflict(str(error)) from None
+        try:
+            return routing.route_for_revision(revision, findings=findings)
+        except routing.NoRoute as error:
+            raise Conflict(str(error)) from None
 
 
 def _enter_review(post, route, by, event, **payload):
@@ -361,7 +374,7 @@ def _enter_review(post, route, by, event, **payload):
         )
         _release_on_commit(post)
     elif opened:
-        transaction.on_commit(lambda: notify.steps_opened([s.pk for s in opened]))
+        notify.steps_opened(post, opened)
 
 
 @transaction.atomic
@@ -435,66 +448,91 @@ _OUTCOME_TRANSITIONS = {
 
 def eligible_steps(post, user):
     """The active steps of the current revision this user may decide on, best first."""
-    return _eligible(_active_steps(post), user)
+    return [step for step in _open_steps_for(post, user) if step.is_active and step.in_my_groups]
 
 
-def _active_steps(post):
-    """The active steps of the current revision, with what the checks below read: a fixed number
-    of queries whatever the number of steps, approvals and claims."""
-    return list(
-        post.steps.filter(revision_id=post.current_revision_id, state=ReviewStep.State.ACTIVE)
+def _open_steps_for(post, user):
+    """The waiting and active steps of the current revision, with what the checks below read
+    about `user`: one query whatever the number of steps, approvals and claims (the claims are
+    read only when a step has some). Read under the post's lock, so they hold for the move."""
+    approvals = (
+        Decision.objects.filter(step=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
+        .order_by()
+        .values("step")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    steps = list(
+        post.steps.filter(
+            revision_id=post.current_revision_id,
+            state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE],
+        )
         .select_related("group", "escalation_group")
         .annotate(
-            approval_count=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE))
+            approval_count=Coalesce(Subquery(approvals), 0),
+            has_claims=Exists(StepClaim.objects.filter(step=OuterRef("pk"))),
+            in_my_groups=Exists(_groups_of(user).filter(group_id=OuterRef("group_id")))
+            | (
+                Q(escalated_at__isnull=False)
+                & Exists(_groups_of(user).filter(group_id=OuterRef("escalation_group_id")))
+            ),
+            decided_by_me=Exists(Decision.objects.filter(step=OuterRef("pk"), reviewer=user.pk)),
+            approved_by_me=Exists(
+                Decision.objects.filter(
+                    revision_id=OuterRef("revision_id"),
+                    reviewer=user.pk,
+                    outcome=Decision.Outcome.APPROVE,
+                )
+            ),
         )
-        .prefetch_related(
-            Prefetch(
-                "claims",
-                queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
-            )
-        )
+        .order_by("stage", "pk")
     )
+    for step in steps:
+        step.is_active = step.state == ReviewStep.State.ACTIVE
+    claimed = [step for step in steps if step.has_claims]
+    prefetch_related_objects(
+        claimed,
+        Prefetch(
+            "claims",
+            queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
+        ),
+    )
+    return steps
 
 
-def _eligible(active, user):
-    groups = set(user.groups.values_list("pk", flat=True))
-    return [
-        step
-        for step in active
-        if step.group_id in groups
-        or (step.escalated_at is not None and step.escalation_group_id in groups)
-    ]
+def _groups_of(user):
+    return user.groups.through.objects.filter(user_id=user.pk)
 
 
 def _decision_options(post, by, step_id=None):
-    """(the steps `by` may decide on now, best first; the refusal when there is none).
+    """(the steps `by` may decide on now, best first; the refusal when there is none; the open
+    steps of the revision).
 
     Every segregation-of-duties check of a decision or a claim, in one place: `_pick_step`
     raises the refusal, `decision_refusal` and the post page show it.
     """
     if by.pk == post.author_id:
-        return [], NotAllowed("You cannot decide on your own post.")
+        return [], NotAllowed("You cannot decide on your own post."), []
     if post.state != State.IN_REVIEW:
-        return [], Conflict(f"This post is {post.get_state_display().lower()}, not in review.")
+        return (
+            [],
+            Conflict(f"This post is {post.get_state_display().lower()}, not in review."),
+            [],
+        )
     if not may_decide(post, by):
-        return [], NotAllowed("You are not allowed to do this on this post.")
-    active = _active_steps(post)
-    steps = _eligible(active, by)
+        return [], NotAllowed("You are not allowed to do this on this post."), []
+    steps = _open_steps_for(post, by)
+    active = [step for step in steps if step.is_active]
+    mine = [step for step in active if step.in_my_groups]
     if step_id is not None:
-        steps = [step for step in steps if step.pk == step_id]
-    if not steps:
-        return [], NotAllowed(_not_waiting_for(active, step_id))
-    decided = Decision.objects.filter(revision_id=post.current_revision_id, reviewer=by)
-    decided_steps, approved_other = set(), set()
-    for decided_step, outcome in decided.values_list("step_id", "outcome"):
-        decided_steps.add(decided_step)
-        if outcome == Decision.Outcome.APPROVE:
-            approved_other.add(decided_step)
+        mine = [step for step in mine if step.pk == step_id]
+    if not mine:
+        return [], NotAllowed(_not_waiting_for(active, step_id)), steps
     free, refusals, claimed = [], [], []
-    for step in steps:
-        if step.pk in decided_steps:
+    for step in mine:
+        if step.decided_by_me:
             refusals.append(Conflict("You already decided on this step."))
-        elif approved_other and not step.allow_multiple_steps_per_reviewer:
+        elif step.approved_by_me and not step.allow_multiple_steps_per_reviewer:
             refusals.append(
                 NotAllowed(
                     "You already approved another step of this revision; "
@@ -512,9 +550,9 @@ def _decision_options(post, by, step_id=None):
         else:
             free.append(step)
     if free:
-        return free, None
+        return free, None, steps
     # A claim is the refusal that passes: say it first, so the reviewer knows to come back.
-    return [], (claimed or refusals)[0]
+    return [], (claimed or refusals)[0], steps
 
 
 def _not_waiting_for(active, step_id):
@@ -528,7 +566,7 @@ def _not_waiting_for(active, step_id):
 
 def decision_options(post, user):
     """(the steps `user` may decide on or claim now, None), or ([], why they cannot)."""
-    steps, refusal = _decision_options(post, user)
+    steps, refusal, _ = _decision_options(post, user)
     return steps, (refusal.message if refusal else None)
 
 
@@ -539,16 +577,22 @@ def decision_refusal(post, user, step_id=None):
 
 
 def _pick_step(post, by, step_id):
-    """The step this decision counts for, after every segregation-of-duties check."""
-    steps, refusal = _decision_options(post, by, step_id)
+    """(the step this decision counts for, after every segregation-of-duties check; the open
+    steps of the revision, as `_open_steps_for` read them)."""
+    steps, refusal, open_steps = _decision_options(post, by, step_id)
     if refusal is not None:
         raise refusal
-    return steps[0]
+    return steps[0], open_steps
+
+
+def _claims(step):
+    """The step's claims, oldest first (prefetched by `_open_steps_for` when it has some)."""
+    return list(step.claims.all()) if step.has_claims else []
 
 
 def _claimed_by_others(step, user):
-    """The live claim that leaves no approval free for `user`, or None (steps of _active_steps)."""
-    claims = sorted(step.claims.all(), key=lambda claim: (claim.claimed_at, claim.pk))
+    """The live claim that leaves no approval free for `user`, or None."""
+    claims = _claims(step)
     live = [claim for claim in claims if claim.is_live]
     if not live or any(claim.reviewer_id == user.pk for claim in claims):
         return None
@@ -578,7 +622,7 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
             "The post changed since you opened it; reload to review the current revision."
         )
     # _pick_step checks may_decide (and refuses with the same message).
-    step = _pick_step(post, by, step_id)
+    step, open_steps = _pick_step(post, by, step_id)
     step.revision = revision  # an active step of the current revision: the one read above
     decision = Decision.objects.create(
         post=post,
@@ -589,8 +633,8 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
         reason=reason,
         content_hash=revision.content_hash,
     )
-    # The step's claims were read under the post's lock (_active_steps): none, nothing to delete.
-    if any(claim.reviewer_id == by.pk for claim in step.claims.all()):
+    # The step's claims were read under the post's lock (_open_steps_for): none, none to delete.
+    if any(claim.reviewer_id == by.pk for claim in _claims(step)):
         StepClaim.objects.filter(step=step, reviewer=by).delete()
     details = {
         "decision": decision.pk,
@@ -602,7 +646,7 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
     }
     if outcome == Decision.Outcome.APPROVE:
         ledger.append("decision.approve", actor=by, post=post, **details)
-        _count_approval(post, step, decision)
+        _count_approval(post, step, decision, open_steps)
     else:
         # Any rejection or request for changes ends this review: one entry says both.
         step.state = (
@@ -621,33 +665,35 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
             **details,
             **{"from": before, "to": post.state},
         )
-    transaction.on_commit(lambda: notify.decision_made(decision.pk))
+    decision.step, decision.reviewer = step, by
+    notify.decision_made(post, decision)
     return decision
 
 
-def _count_approval(post, step, decision):
-    """Close the step at its quorum of distinct reviewers; open the next stage or approve."""
-    approvers = step.decisions.filter(outcome=Decision.Outcome.APPROVE).values("reviewer")
-    if approvers.distinct().count() < step.quorum:
+def _count_approval(post, step, decision, open_steps):
+    """Close the step at its quorum of distinct reviewers; open the next stage or approve.
+
+    `open_steps`: the revision's waiting and active steps, read under the post's lock with
+    their approvals before this one (a reviewer decides a step once: distinct people).
+    """
+    if step.approval_count + 1 < step.quorum:
         return
     step.state, step.completed_at = ReviewStep.State.APPROVED, timezone.now()
     step.save(update_fields=["state", "completed_at"])
-    if step.claims.all():  # read under the post's lock by _active_steps
+    if step.has_claims:
         StepClaim.objects.filter(step=step).delete()
-    open_in_stage = post.steps.filter(
-        revision_id=step.revision_id, stage=step.stage, state=ReviewStep.State.ACTIVE
-    )
-    if open_in_stage.exists():
+    still_open = [other for other in open_steps if other.pk != step.pk]
+    if any(other.is_active and other.stage == step.stage for other in still_open):
         return
-    opened = routing.activate_next_stage(step.revision)
-    if opened:
+    if still_open:
+        opened = routing.activate_next_stage(step.revision)
         ledger.append(
             "route.stage_opened",
             post=post,
             stage=opened[0].stage,
             steps=[s.pk for s in opened],
         )
-        transaction.on_commit(lambda: notify.steps_opened([s.pk for s in opened]))
+        notify.steps_opened(post, opened)
         return
     before = _move(post, "approve", decision.reviewer)
     publications = _open_outbox(post)
@@ -686,7 +732,7 @@ def claim(post_id, by, *, step_id=None):
     if post.state != State.IN_REVIEW:
         # As for a decision: someone else was first, or the author moved it; a stale page.
         raise Conflict(f"This post is {post.get_state_display().lower()}, not in review.")
-    step = _pick_step(post, by, step_id)
+    step, _ = _pick_step(post, by, step_id)
     StepClaim.objects.filter(step=step, reviewer=by).delete()
     StepClaim.objects.filter(step=step, claimed_at__lt=timezone.now() - _claim_lapse()).delete()
     claim = StepClaim.objects.create(step=step, reviewer=by)
@@ -766,17 +812,24 @@ _SETTLE_TRANSITIONS = {
 
 
 @transaction.atomic
-def settle(post_id):
+def settle(post_id, record=None):
     """After a delivery: published when all are delivered, partially published when some are
-    and the others failed for good, failed when none is."""
+    and the others failed for good, failed when none is.
+
+    `record()`, when given, first writes the attempt's outcome (the delivery engine's), in this
+    transaction and under the post's lock: the order every move locks in, the post then its
+    publications.
+    """
     post = _lock(post_id)
+    if record is not None:
+        record()
     if post.state != State.PUBLISHING:
         return post
-    outcome = publishing.outcome(post)
+    counts = dict(post.publications.order_by().values_list("state").annotate(n=Count("pk")))
+    outcome = publishing.outcome(counts)
     if outcome is None:
         return post
     before = _move(post, _SETTLE_TRANSITIONS[outcome], None)
-    counts = dict(post.publications.order_by().values_list("state").annotate(n=Count("pk")))
     ledger.append(
         f"post.{post.state}",
         post=post,
@@ -861,7 +914,7 @@ def _escalate(post_id, step_ids, now):
         )
         escalated.append(step.pk)
     for step_id in escalated:
-        transaction.on_commit(lambda step_id=step_id: notify.step_escalated(step_id))
+        notify.step_escalated(step_id)
     return escalated
 
 
@@ -963,7 +1016,7 @@ def _flag_at_risk(post_id, now):
         margin_minutes=settings.REVIEWFLOW["AT_RISK_MARGIN_MINUTES"],
         steps=[{"step": step.pk, "group": step.group.name} for step in active],
     )
-    transaction.on_commit(lambda: notify.publish_at_risk(post.pk, estimated_finish=finish))
+    notify.publish_at_risk(post.pk, estimated_finish=finish)
     return True
 
 
@@ -1051,5 +1104,5 @@ def _warn_expiring(post_id, now):
         approval_expires_at=post.approval_expires_at.isoformat(),
         publish_at=post.publish_at.isoformat() if post.publish_at else None,
     )
-    transaction.on_commit(lambda: notify.approval_expiring(post.pk))
+    notify.approval_expiring(post.pk)
     return True

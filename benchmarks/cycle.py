@@ -2,25 +2,34 @@
 
 Run by `make bench` (first, on its own freshly recreated database) or alone:
 `python -m benchmarks.cycle`. DATABASE_URL names the dedicated database (its name must contain
-"bench": it is DROPPED and recreated, as for the queue benchmark). Celery runs eagerly in this
-process, so each approval's release and the delivery to the sandbox happen on commit, here.
+"bench": it is DROPPED and recreated, as for the queue benchmark).
+
+This process is the one client: it calls the functions the views call (`workflow.create_post`,
+`workflow.submit`, `workflow.decide(outcome="approve", ...)`). For `cycle_posts_per_s` and the
+query count Celery runs eagerly in this process, so each approval's release, the delivery to the
+sandbox, the settling of the post and the mails happen on commit, here. For the figures marked
+"worker", as deployed, a real Celery worker process on Redis (BENCH_BROKER_URL) runs them, and a
+run's clock stops when every one of its posts is published.
 
 The world is the tests' `world` fixture, trimmed: an advisor in a team, a reviewer granted on it
 and in "Compliance reviewers" (the catch-all rule of migration 0003: a one-step route), and a
-validated sandbox account. Each post goes through the functions the views call:
-`workflow.create_post`, `workflow.submit`, `workflow.decide(outcome="approve", ...)`.
+validated sandbox account.
 
 Figures, one line each on stdout (progress goes to stderr):
-  BENCH cycle_posts_per_s       posts/s through the whole cycle, median of BENCH_CYCLE_RUNS runs
-                                of BENCH_CYCLE_POSTS posts
-  BENCH cycle_queries_per_post  SQL queries for one post's whole cycle (a warm run)
-  BENCH cycle_http_posts_per_s  the same cycle through the web views with Django's test client
-                                (login, the form, CSRF enforced, the post page, the decision)
+  BENCH cycle_posts_per_s         posts/s through the whole cycle, all in this process, median
+                                  of BENCH_CYCLE_RUNS runs of BENCH_CYCLE_POSTS posts
+  BENCH cycle_queries_per_post    SQL queries for one post's whole cycle, a warm run (BEGIN and
+                                  COMMIT count, as Django's assertNumQueries counts them)
+  BENCH cycle_worker_posts_per_s  the same, with the worker's part in a real worker process
+  BENCH cycle_http_posts_per_s    the same cycle through the web views with Django's test client
+                                  (login, the form, CSRF enforced, the post page, the decision),
+                                  the worker publishing
 
 Before printing, the run is checked: every post published once (one SandboxPost each), its
 ledger entries present, and the chain verifies; otherwise it says what is wrong and exits 1.
 
-Knobs (environment): BENCH_CYCLE_POSTS (1000), BENCH_CYCLE_RUNS (3), BENCH_CYCLE_HTTP_POSTS (200).
+Knobs (environment): BENCH_CYCLE_POSTS (1000), BENCH_CYCLE_RUNS (3), BENCH_CYCLE_HTTP_POSTS (200),
+BENCH_BROKER_URL (redis://127.0.0.1:6379/14; purged).
 """
 
 import os
@@ -28,12 +37,16 @@ import re
 import statistics
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from .queue import DEFAULT_DATABASE_URL, bench, log, recreate_database
 
 POSTS = int(os.environ.get("BENCH_CYCLE_POSTS", "1000"))
 RUNS = int(os.environ.get("BENCH_CYCLE_RUNS", "3"))
 HTTP_POSTS = int(os.environ.get("BENCH_CYCLE_HTTP_POSTS", "200"))
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+PUBLISHED_TIMEOUT = 300  # seconds the worker may take to publish a run's last posts
 PASSWORD = "correct horse battery"
 TEXT = "Portes ouvertes samedi à l'agence {n} : nos conseillers vous attendent de 9 h à 17 h."
 EVENTS = (
@@ -78,16 +91,58 @@ def one_cycle(advisor, reviewer, account, n):
     return post.pk
 
 
-def service_runs(advisor, reviewer, account):
+def service_runs(advisor, reviewer, account, label):
     ids, rates = [], []
     for run in range(RUNS):
         started = time.perf_counter()
-        for n in range(POSTS):
-            ids.append(one_cycle(advisor, reviewer, account, n))
+        batch = [one_cycle(advisor, reviewer, account, n) for n in range(POSTS)]
+        wait_published(batch)
         rate = POSTS / (time.perf_counter() - started)
+        ids += batch
         rates.append(rate)
-        log(f"  run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
+        log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
     return ids, statistics.median(rates)
+
+
+def wait_published(post_ids):
+    """Until every one of these posts is published (at once when Celery is eager)."""
+    from approvals.models import Post
+    from approvals.models.posts import State
+
+    deadline = time.monotonic() + PUBLISHED_TIMEOUT
+    waiting = Post.objects.filter(pk__in=post_ids).exclude(state=State.PUBLISHED)
+    while waiting.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cycle benchmark: {waiting.count()} posts still not published")
+        time.sleep(0.01)
+
+
+@contextmanager
+def real_worker(database_url):
+    """A Celery worker process on BENCH_BROKER_URL; this process sends its tasks there."""
+    from reviewflow.celery import app
+    from tests.faultkit import broker, purge, service_env, worker
+
+    log_path = Path(os.environ.get("REVIEWFLOW_VAR_DIR", "var")) / "bench" / "cycle_worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    env = service_env(
+        BROKER_URL,
+        database_url,
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )
+    the_worker = worker(
+        env, log_path, name="bench", loglevel=os.environ.get("BENCH_WORKER_LOGLEVEL", "warning")
+    )
+    with broker(app, BROKER_URL):
+        purge(app)
+        the_worker.start()
+        try:
+            yield the_worker
+        finally:
+            the_worker.stop()
+            if not the_worker.alive and the_worker.process.returncode not in (0, -15):
+                log(the_worker.log_tail(4000))
 
 
 def count_queries(advisor, reviewer, account):
@@ -148,6 +203,7 @@ def http_runs(advisor, reviewer, account):
         )
         assert response.status_code == 302, (response.status_code, response.content[:2000])
         ids.append(post_id)
+    wait_published(ids)
     return ids, HTTP_POSTS / (time.perf_counter() - started)
 
 
@@ -224,15 +280,18 @@ def main(recreate=True):
     advisor, reviewer, account = make_world()
     warm = one_cycle(advisor, reviewer, account, 0)  # warm the caches, as a server's are
     post_id, queries = count_queries(advisor, reviewer, account)
-    ids, rate = service_runs(advisor, reviewer, account)
-    http_ids, http_rate = http_runs(advisor, reviewer, account)
-    problems = check([warm, post_id, *ids, *http_ids])
+    eager_ids, rate = service_runs(advisor, reviewer, account, "in-process")
+    with real_worker(url):
+        worker_ids, worker_rate = service_runs(advisor, reviewer, account, "client + worker")
+        http_ids, http_rate = http_runs(advisor, reviewer, account)
+    problems = check([warm, post_id, *eager_ids, *worker_ids, *http_ids])
     if problems:
         for problem in problems:
             log(f"cycle benchmark: {problem}")
         sys.exit(1)
     bench("cycle_posts_per_s", f"{rate:.1f}", "posts/s")
     bench("cycle_queries_per_post", queries, "queries")
+    bench("cycle_worker_posts_per_s", f"{worker_rate:.1f}", "posts/s")
     bench("cycle_http_posts_per_s", f"{http_rate:.1f}", "posts/s")
     connections.close_all()  # the next benchmark drops and recreates the database
 

@@ -211,7 +211,7 @@ class CeleryProcess:
             return ""
 
 
-def worker(env, log_path, name="faultkit"):
+def worker(env, log_path, name="faultkit", loglevel="info"):
     """A real worker: one process (solo pool), every queue, as `make run` starts it."""
     argv = [
         sys.executable,
@@ -224,7 +224,7 @@ def worker(env, log_path, name="faultkit"):
         ",".join(QUEUES),
         "--pool=solo",
         "-l",
-        "info",
+        loglevel,
         "-n",
         f"{name}-{os.getpid()}@%h",
         "--without-gossip",

@@ -45,7 +45,19 @@ def is_author(post, user):
 
 
 def may_decide(post, user):
-    return user.pk != post.author_id and user.has_perm("approvals.review_team", post.team)
+    """Granted review on the post's team (guardian), and not its author.
+
+    Asked several times per decision (the checks, the transition, the page): answered once per
+    post instance, which lives for one request or one locked transaction.
+    """
+    if user.pk == post.author_id or not user.is_active:
+        return False
+    granted = post.__dict__.setdefault("_review_granted", {})
+    if user.pk not in granted:
+        from ..access import reviewable_teams  # access builds on these models
+
+        granted[user.pk] = reviewable_teams(user).filter(pk=post.team_id).exists()
+    return granted[user.pk]
 
 
 def may_retry(post, user):
