@@ -1,12 +1,13 @@
 """The delivery engine: the outbox, the release gate, retries, the sweeper and take-downs.
 
 Publications are the outbox. They are written pending in the transaction that approves a post
-(due at its publish time); `workflow.release` moves the post to publishing and enqueues their
-delivery on commit. The database is the source of truth, Celery messages only a prompt: the beat
-task `deliver_due_publications` (`enqueue_due`) sends again any due publication whose message is
-older than DELIVERY_RESEND_SECONDS, so a lost message (a broker restarted without persistence, a
-broker down at commit) only delays a delivery. A duplicate message is harmless: `claim` is a
-conditional update that one run wins.
+(due at its publish time); the release (`workflow._release`: in the approval's transaction when
+the post is due at once, else by the beat when its time comes) moves the post to publishing and
+enqueues their delivery on commit. The database is the source of truth, Celery messages only a
+prompt: the beat task `deliver_due_publications` (`enqueue_due`) sends again any due publication
+whose message is older than DELIVERY_RESEND_SECONDS, so a lost message (a broker restarted without
+persistence, a broker down at commit) only delays a delivery. A duplicate message is harmless:
+`claim` is a conditional update that one run wins.
 
 One attempt per task run, whatever the network: a retryable DeliveryError puts the publication
 back to pending with exponential backoff and full jitter (or the network's Retry-After when
@@ -75,18 +76,16 @@ def reschedule_publications(post):
     )
 
 
-def start_deliveries(post, now=None):
-    """At release: every pending publication of the post is due now; returns their ids."""
+def start_deliveries(post, publications=None, now=None):
+    """At release: every pending publication of the post is due now; returns their ids.
+    `publications`: the post's publications, when the caller has just read or written them."""
     now = now or timezone.now()
-    ids = list(post.publications.filter(state=P.PENDING).values_list("pk", flat=True))
+    if publications is None:
+        ids = list(post.publications.filter(state=P.PENDING).values_list("pk", flat=True))
+    else:
+        ids = [publication.pk for publication in publications if publication.state == P.PENDING]
     Publication.objects.filter(pk__in=ids).update(next_attempt_at=now, enqueued_at=now)
     return ids
-
-
-def enqueue_release(post_id):
-    from .tasks import release_post
-
-    _send(release_post, post_id)
 
 
 def enqueue_deliveries(publications, countdown=None):

@@ -14,11 +14,6 @@ log = logging.getLogger(__name__)
 
 
 @shared_task
-def release_post(post_id):
-    workflow.release(post_id)
-
-
-@shared_task
 def release_due_posts():
     """Release approved posts whose time has come; expire those whose approval lapsed."""
     for post_id in workflow.due_post_ids():

@@ -274,7 +274,7 @@ def edit_post(
         )
         if post.state == State.APPROVED:  # rescheduled: the approval and its outbox stay
             publishing.reschedule_publications(post)
-            _release_on_commit(post)
+            _release_if_due(post)
     return post
 
 
@@ -372,7 +372,7 @@ def _enter_review(post, route, by, event, **payload):
             publications=[p.pk for p in publications],
             **{"from": before, "to": post.state},
         )
-        _release_on_commit(post)
+        _release_if_due(post, publications)
     elif opened:
         notify.steps_opened(post, opened)
 
@@ -707,7 +707,7 @@ def _count_approval(post, step, decision, open_steps):
         publications=[p.pk for p in publications],
         **{"from": before, "to": post.state},
     )
-    _release_on_commit(post)
+    _release_if_due(post, publications)
 
 
 def _open_outbox(post):
@@ -718,9 +718,12 @@ def _open_outbox(post):
     return publishing.create_publications(post)
 
 
-def _release_on_commit(post):
+def _release_if_due(post, publications=None):
+    """An approved post with no publish time, or one already passed, is released in the
+    approval's transaction; the beat releases the others when their time comes.
+    `publications`: the outbox the approval has just written."""
     if post.state == State.APPROVED and post.is_due():
-        transaction.on_commit(lambda: publishing.enqueue_release(post.pk))
+        _release(post, publications)
 
 
 @transaction.atomic
@@ -768,14 +771,20 @@ def _claim_lapse():
 
 @transaction.atomic
 def release(post_id):
-    """Hand an approved, due post to its connectors; expire it if its approval lapsed.
+    """The beat's release of an approved post whose publish time has come; expire it if its
+    approval lapsed. (A post due at once is released in the approval's own transaction.)
 
     The publications were written with the approval; this moves the post to publishing and
     enqueues their delivery on commit (the beat sends again any message that gets lost).
     """
     post = _lock(post_id)
-    if post.state != State.APPROVED:
-        return post
+    if post.state == State.APPROVED:
+        _release(post)
+    return post
+
+
+def _release(post, publications=None):
+    """`publications`: the post's outbox when the caller has it in hand (else it is read)."""
     if post.approval_lapsed():
         before = _move(post, "expire", None)
         cancelled = publishing.cancel_publications(post)
@@ -786,12 +795,13 @@ def release(post_id):
             publications_cancelled=cancelled,
             **{"from": before, "to": post.state},
         )
-        return post
+        return
     if not post.is_due():
-        return post
+        return
     before = _move(post, "release", None)
-    publishing.create_publications(post)  # no-op, unless approved before the outbox existed
-    publications = publishing.start_deliveries(post)
+    if publications is None:  # the beat's release: the outbox is re-made if rows went missing
+        publications = publishing.create_publications(post)
+    publications = publishing.start_deliveries(post, publications)
     ledger.append(
         "post.released",
         post=post,
@@ -801,7 +811,6 @@ def release(post_id):
         **{"from": before, "to": post.state},
     )
     transaction.on_commit(lambda: publishing.enqueue_deliveries(publications))
-    return post
 
 
 _SETTLE_TRANSITIONS = {

@@ -234,7 +234,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {
     "approvals.tasks.deliver_publication": {"queue": "publishing"},
     "approvals.tasks.retract_publication": {"queue": "publishing"},
-    "approvals.tasks.release_post": {"queue": "publishing"},
     "approvals.tasks.release_due_posts": {"queue": "maintenance"},
     "approvals.tasks.deliver_due_publications": {"queue": "maintenance"},
     "approvals.tasks.warn_expiring_approvals": {"queue": "maintenance"},

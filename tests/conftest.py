@@ -200,6 +200,49 @@ def login(client, user):
     return client
 
 
+# --- What a release leaves for the commit --------------------------------------------------------
+
+
+def enqueued_deliveries(callbacks):
+    """The publication ids that these on-commit callbacks send for delivery, in order: those of
+    a release (`workflow._release`) and any other that calls `publishing.enqueue_deliveries`;
+    [] when no delivery waits for the commit.
+
+    Read by running those callbacks with the broker replaced: nothing is sent, nothing delivered,
+    and the other callbacks (the notifications' mail) are left alone.
+    """
+    from unittest import mock
+
+    from approvals import publishing
+
+    def sends_deliveries(callback):
+        code = getattr(callback, "__code__", None)
+        return callback.__qualname__.startswith("_release.") or (
+            code is not None and "enqueue_deliveries" in code.co_names
+        )
+
+    sent = []
+    with mock.patch.object(publishing, "_send", lambda task, *args: sent.append((task, args))):
+        for callback in filter(sends_deliveries, callbacks):
+            callback()
+    assert {task.name for task, _ in sent} <= {"approvals.tasks.deliver_publication"}, sent
+    return [args[0] for _, args in sent]
+
+
+def released_with_approval(post):
+    """Assert the ledger shows the post approved then released, one entry after the other: the
+    release ran in the approval's transaction, under its lock (nothing came in between)."""
+    from approvals.models import LedgerEntry
+
+    entries = list(LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"))
+    approved, released = entries[-2:]
+    assert (approved.event, released.event) == ("post.approved", "post.released")
+    assert released.seq == approved.seq + 1
+    assert released.payload["from"] == "approved" and released.payload["to"] == "publishing"
+    assert sorted(released.payload["publications"]) == sorted(approved.payload["publications"])
+    return approved, released
+
+
 # --- Webhook receiver (tests/webhook_receiver.py) ------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """End to end on real services: PostgreSQL, Redis and a real Celery worker process.
 
-The test process approves a post; the release task goes through Redis to a separate worker
-process, which releases the post and delivers it to a webhook receiver run by this test.
+The test process approves a post, which releases it in the same transaction; the delivery task
+goes through Redis to a separate worker process, which delivers it to a webhook receiver run by
+this test and mails the author.
 """
 
 import os
@@ -46,15 +47,17 @@ def test_a_real_worker_releases_and_delivers_through_redis(
             world.alice, text="Réunion d'information jeudi, 18 h.", account_ids=[account.pk]
         )
         workflow.submit(post.pk, world.alice)
-        workflow.decide(  # commits; on commit the release task goes to Redis
+        workflow.decide(  # commits the release; on commit the delivery task goes to Redis
             post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
         )
+        # Released with its approval: once committed, the post is never seen approved.
+        assert Post.objects.get(pk=post.pk).state in (State.PUBLISHING, State.PUBLISHED)
 
         deadline = time.monotonic() + DEADLINE_SECONDS
         state = None
         while time.monotonic() < deadline and the_worker.alive:
             state = Post.objects.get(pk=post.pk).state
-            if state not in (State.APPROVED, State.PUBLISHING):
+            if state != State.PUBLISHING:
                 break
             time.sleep(0.2)
         assert the_worker.alive, "the worker exited"
@@ -69,9 +72,9 @@ def test_a_real_worker_releases_and_delivers_through_redis(
         assert request.payload["data"]["content_hash"] == post.approved_revision.content_hash
         assert webhook_receiver.delivered_ids == [publication.idempotency_key]
         assert publication.external_id == "rcv-1"
-        # Both steps ran in the worker process, not eagerly in this one.
+        # The delivery and the mail ran in the worker process, not eagerly in this one.
         output = the_worker.log_tail()
-        for task in ("release_post", "deliver_publication"):
+        for task in ("deliver_publication", "send_notifications"):
             assert re.search(rf"Task approvals\.tasks\.{task}\[[^\]]+\] succeeded", output)
         passed = True
     finally:

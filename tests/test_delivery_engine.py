@@ -1,6 +1,10 @@
 """The delivery engine: outbox, beat, retries and backoff, rate limits, sweeper, partial success,
 scheduling and approval expiry. Tasks run eagerly; on-commit callbacks run only when a test says
-so (a callback not run is a message lost with the broker)."""
+so (a callback not run is a message lost with the broker).
+
+The last approval of a post with no publish time, or one already passed, releases it in its own
+transaction; what waits for the commit is the delivery. A post whose publish time is to come stays
+approved until the beat (`release_due_posts`) releases it."""
 
 import os
 import random
@@ -35,7 +39,7 @@ from approvals.tasks import (
     warn_expiring_approvals,
 )
 
-from .conftest import at_once
+from .conftest import at_once, enqueued_deliveries, released_with_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +53,8 @@ def cfg(settings, **changes):
 
 
 def approve(world, accounts, callbacks, *, publish_at=None, execute=False):
-    """alice drafts and submits, rita approves; the on-commit release runs only if `execute`."""
+    """alice drafts and submits, rita approves. Without a publish time, or with one passed, the
+    approval releases the post; its deliveries (on commit) run only if `execute`."""
     post = workflow.create_post(
         world.alice, text=TEXT, account_ids=[a.pk for a in accounts], publish_at=publish_at
     )
@@ -61,16 +66,26 @@ def approve(world, accounts, callbacks, *, publish_at=None, execute=False):
     return Post.objects.get(pk=post.pk)
 
 
+def publish_time_comes(post):
+    """The clock reaches the publish time of an approved post (its outbox is due then too)."""
+    now = timezone.now()
+    Post.objects.filter(pk=post.pk).update(publish_at=now)
+    Publication.objects.filter(post=post, state=P.PENDING).update(next_attempt_at=now)
+
+
 def release(post, callbacks, execute=False):
-    with callbacks(execute=execute):
-        workflow.release(post.pk)
+    """The beat releases the post, whose publish time has come; returns (post, its callbacks)."""
+    assert workflow.due_post_ids() == [post.pk]
+    with callbacks(execute=execute) as sent:
+        release_due_posts.apply()
     post.refresh_from_db()
-    return post
+    return post, sent
 
 
 def released(world, account, callbacks):
-    """A post released to one account whose delivery message was not sent (or was lost)."""
-    post = release(approve(world, [account], callbacks), callbacks)
+    """A post released to one account by its approval, whose delivery message was not sent (or
+    was lost)."""
+    post = approve(world, [account], callbacks)
     assert post.state == State.PUBLISHING
     return post, Publication.objects.get(post=post)
 
@@ -120,42 +135,83 @@ def test_the_approval_writes_the_outbox(world, hook_account, django_capture_on_c
     assert Publication.objects.filter(state=P.PENDING).count() == 2
 
 
-def test_no_outbox_when_the_approval_rolls_back(world, in_review):
-    with pytest.raises(RuntimeError), transaction.atomic():
+def test_no_outbox_when_the_approval_rolls_back(
+    world, in_review, django_capture_on_commit_callbacks
+):
+    with (
+        django_capture_on_commit_callbacks(execute=False) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
         workflow.decide(
             in_review.pk,
             world.rita,
             outcome="approve",
             revision_hash=in_review.current_revision.content_hash,
         )
-        assert Publication.objects.filter(post=in_review).count() == 1  # same transaction
+        # Approved, its outbox written and released, all in the same transaction.
+        assert Publication.objects.filter(post=in_review).count() == 1
+        assert Post.objects.get(pk=in_review.pk).state == State.PUBLISHING
+        released_with_approval(in_review)
         raise RuntimeError("the commit fails")
     assert not Publication.objects.exists()
     assert Post.objects.get(pk=in_review.pk).state == State.IN_REVIEW
+    assert not LedgerEntry.objects.filter(
+        post_id=in_review.pk, event__in=["post.approved", "post.released"]
+    ).exists()
+    assert callbacks == []  # nothing is sent for a transaction that did not commit
 
 
-def test_an_exempt_route_writes_the_outbox_too(world, draft):
+@pytest.mark.parametrize("scheduled", [False, True], ids=["as soon as possible", "scheduled"])
+def test_an_exempt_route_writes_the_outbox_too(
+    world, draft, django_capture_on_commit_callbacks, scheduled
+):
     ApprovalRule.objects.create(
         name="Pre-approved template", description="Why.", priority=10, requires_review=False
     )
-    post = workflow.submit(draft.pk, world.alice)
+    if scheduled:
+        publish_at = (timezone.now() + timezone.timedelta(days=2)).replace(microsecond=0)
+        edit(draft, world.alice, publish_at=publish_at)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        post = workflow.submit(draft.pk, world.alice)
 
-    assert post.state == State.APPROVED
     [publication] = Publication.objects.filter(post=post)
     assert publication.state == P.PENDING and publication.account == world.lyon_sandbox
+    assert publication.revision_id == post.approved_revision_id == post.current_revision_id
+    if scheduled:  # approved at once, released by the beat at its publish time
+        assert post.state == State.APPROVED
+        assert publication.next_attempt_at == publish_at and publication.enqueued_at is None
+        assert enqueued_deliveries(callbacks) == []
+    else:  # approved and released at once, in the submission's transaction
+        assert post.state == State.PUBLISHING
+        assert publication.enqueued_at is not None
+        approved, _ = released_with_approval(post)
+        assert approved.payload["exempted_by"] == "Pre-approved template"
+        assert enqueued_deliveries(callbacks) == [publication.pk]
 
 
+@pytest.mark.parametrize(
+    "scheduled", [False, True], ids=["released by the approval", "released by the beat"]
+)
 def test_a_lost_message_is_sent_again_by_the_beat(
-    world, django_capture_on_commit_callbacks, settings
+    world, django_capture_on_commit_callbacks, settings, scheduled
 ):
-    post = approve(world, [world.lyon_sandbox], django_capture_on_commit_callbacks)
-    # The release message was lost: the beat releases the post; its delivery message is lost too.
+    publish_at = timezone.now() + timezone.timedelta(days=1) if scheduled else None
     with django_capture_on_commit_callbacks(execute=False) as lost:
-        release_due_posts.apply()
-    assert len(lost) == 1
-    post.refresh_from_db()
+        post = approve(
+            world, [world.lyon_sandbox], django_capture_on_commit_callbacks, publish_at=publish_at
+        )
     publication = Publication.objects.get(post=post)
+    if scheduled:
+        assert post.state == State.APPROVED and enqueued_deliveries(lost) == []
+        # Its time comes: the beat releases the post; the delivery message is lost.
+        publish_time_comes(post)
+        post, lost = release(post, django_capture_on_commit_callbacks)
+    # The delivery message of the release was lost with the broker.
+    assert enqueued_deliveries(lost) == [publication.pk]
+    publication.refresh_from_db()
     assert post.state == State.PUBLISHING and publication.enqueued_at is not None
+    assert publication.state == P.PENDING and SandboxPost.objects.count() == 0
 
     now = timezone.now()
     assert publishing.enqueue_due(now=now) == ([], [])  # sent recently: maybe still queued
@@ -458,9 +514,10 @@ def test_the_sweeper_asks_the_network_before_sending_again(
 def test_partial_success_is_said_and_retry_sends_only_the_failed(
     world, hook_account, webhook_receiver, sandbox_calls, django_capture_on_commit_callbacks, client
 ):
-    post = approve(world, [world.lyon_sandbox, hook_account], django_capture_on_commit_callbacks)
     webhook_receiver.refuse(400)
-    post = release(post, django_capture_on_commit_callbacks, execute=True)
+    post = approve(
+        world, [world.lyon_sandbox, hook_account], django_capture_on_commit_callbacks, execute=True
+    )
 
     assert post.state == State.PARTIALLY_PUBLISHED
     sandbox = Publication.objects.get(post=post, account=world.lyon_sandbox)
@@ -491,8 +548,7 @@ def test_partial_success_is_said_and_retry_sends_only_the_failed(
 
 def test_nothing_delivered_is_failed(world, sandbox_calls, django_capture_on_commit_callbacks):
     sandbox_calls.error = DeliveryError("sandbox refused the post", permanent=True)
-    post = approve(world, [world.lyon_sandbox], django_capture_on_commit_callbacks)
-    post = release(post, django_capture_on_commit_callbacks, execute=True)
+    post = approve(world, [world.lyon_sandbox], django_capture_on_commit_callbacks, execute=True)
     assert post.state == State.FAILED
 
 
@@ -531,16 +587,20 @@ def test_rescheduling_keeps_the_approval_and_moves_the_outbox(
     publication = Publication.objects.get(post=post)
     assert publication.next_attempt_at == second
     assert LedgerEntry.objects.filter(event="post.edited", post_id=post.pk).exists()
-    assert not [c for c in callbacks if c.__qualname__.startswith("_release_on_commit")]
+    # Still to come: not released, nothing sent.
+    assert not LedgerEntry.objects.filter(event="post.released", post_id=post.pk).exists()
+    assert enqueued_deliveries(callbacks) == []
     assert workflow.due_post_ids(now=second - SECOND) == []
     assert workflow.due_post_ids(now=second) == [post.pk]
     client.force_login(world.alice)
     page = client.get(reverse("post_detail", args=[post.pk])).content.decode()
     assert "Scheduled: released" in page and "Scheduled for" in page
 
-    # "As soon as possible": released at once, with its publication.
+    # "As soon as possible": released at once, in the edit's transaction, with its publication.
     with django_capture_on_commit_callbacks(execute=True):
         edit(post, world.alice, publish_at=None)
+        released = LedgerEntry.objects.filter(post_id=post.pk).order_by("-seq")[:2]
+        assert [e.event for e in released] == ["post.released", "post.edited"]
     post.refresh_from_db()
     assert post.state == State.PUBLISHED
     assert SandboxPost.objects.count() == 1
@@ -656,14 +716,13 @@ def test_beat_and_countdowns_stay_short(settings):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_messages_for_one_publication_deliver_it_once(world, sandbox_calls, monkeypatch):
     """Duplicate messages (a resend by the beat, a redelivery) race: one claim wins."""
-    monkeypatch.setattr(publishing, "enqueue_release", lambda post_id: None)  # messages lost
     monkeypatch.setattr(publishing, "enqueue_deliveries", lambda ids, countdown=None: None)
     post = workflow.create_post(world.alice, text=TEXT, account_ids=[world.lyon_sandbox.pk])
     workflow.submit(post.pk, world.alice)
-    workflow.decide(
+    workflow.decide(  # releases the post; its delivery messages are lost
         post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
     )
-    workflow.release(post.pk)
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
     publication = Publication.objects.get(post=post)
     assert publication.state == P.PENDING
 
@@ -686,11 +745,11 @@ def test_a_post_left_unsettled_by_a_dead_worker_is_settled_by_the_sweeper(
 
     post = workflow.create_post(world.alice, text="Salon", account_ids=[world.lyon_sandbox.pk])
     post = workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=False):
+    with django_capture_on_commit_callbacks(execute=False):  # released, delivery not sent
         workflow.decide(
             post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
         )
-        workflow.release(post.pk)
+    assert Post.objects.get(pk=post.pk).state == "publishing"
     publication = Publication.objects.get(post=post)
     assert publishing.claim(publication.pk)
     publication.refresh_from_db()

@@ -11,7 +11,9 @@ from approvals import publishing, workflow
 from approvals.connectors import ReleasedContent, get_connector
 from approvals.models import LedgerEntry, Post, Publication, SandboxPost
 from approvals.models.posts import State
-from approvals.tasks import deliver_publication
+from approvals.tasks import deliver_publication, release_due_posts
+
+from .conftest import enqueued_deliveries, released_with_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -33,27 +35,52 @@ def target(request, world):
     )
 
 
-def approved(world, account, callbacks_fixture):
-    """An approved post whose on-commit release is captured, not run; returns (post, callbacks)."""
-    post = workflow.create_post(world.alice, text=TEXT, account_ids=[account.pk])
+LATER = timezone.timedelta(days=1)
+
+
+def approved(world, account, callbacks_fixture, *, publish_at=None):
+    """rita approves alice's post, its on-commit callbacks captured, not run; returns (post,
+    callbacks).
+
+    Without a publish time the approval releases the post in its own transaction and what waits
+    for the commit is the delivery of its publication (beside the author's notification). With a
+    publish time to come the post stays approved, and nothing is sent.
+    """
+    post = workflow.create_post(
+        world.alice, text=TEXT, account_ids=[account.pk], publish_at=publish_at
+    )
     workflow.submit(post.pk, world.alice)
     with callbacks_fixture(execute=False) as callbacks:
         workflow.decide(
             post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
         )
-    # The release waits for the commit (beside the author's notification).
-    assert [c for c in callbacks if c.__qualname__.startswith("_release_on_commit")]
-    return Post.objects.get(pk=post.pk), callbacks
+    post = Post.objects.get(pk=post.pk)
+    publication = Publication.objects.get(post=post)
+    if publish_at is None:
+        assert post.state == State.PUBLISHING
+        released_with_approval(post)
+        assert enqueued_deliveries(callbacks) == [publication.pk]
+    else:
+        assert post.state == State.APPROVED
+        assert not LedgerEntry.objects.filter(post_id=post.pk, event="post.released").exists()
+        assert enqueued_deliveries(callbacks) == []
+    assert publication.state == Publication.State.PENDING
+    return post, callbacks
 
 
 def released(world, account, callbacks_fixture):
     """A post released to its connectors, with its publication pending (delivery not run)."""
     post, _ = approved(world, account, callbacks_fixture)
-    with callbacks_fixture(execute=False):
-        workflow.release(post.pk)
-    post.refresh_from_db()
-    assert post.state == State.PUBLISHING
     return post, Publication.objects.get(post=post)
+
+
+def publish_time_comes(post):
+    """The clock reaches the publish time of an approved post (its outbox is due then too)."""
+    now = timezone.now()
+    Post.objects.filter(pk=post.pk).update(publish_at=now)
+    Publication.objects.filter(post=post, state=Publication.State.PENDING).update(
+        next_attempt_at=now
+    )
 
 
 def test_delivering_twice_delivers_once(world, django_capture_on_commit_callbacks):
@@ -157,10 +184,18 @@ def test_a_crash_mid_request_repeats_the_same_webhook_id(
     assert publication.external_id == "rcv-1"
 
 
+@pytest.mark.parametrize(
+    "scheduled",
+    [False, True],
+    ids=["tampered between release and delivery", "tampered before the beat's release"],
+)
 def test_tampered_content_is_stopped_at_the_release_gate(
-    world, target, django_capture_on_commit_callbacks
+    world, target, django_capture_on_commit_callbacks, scheduled
 ):
-    post, callbacks = approved(world, target.account, django_capture_on_commit_callbacks)
+    publish_at = timezone.now() + LATER if scheduled else None
+    post, callbacks = approved(
+        world, target.account, django_capture_on_commit_callbacks, publish_at=publish_at
+    )
     revision = post.approved_revision
 
     with connection.cursor() as cursor:
@@ -170,7 +205,12 @@ def test_tampered_content_is_stopped_at_the_release_gate(
         )
     with django_capture_on_commit_callbacks(execute=True):
         for callback in callbacks:
-            callback()  # the release, then the delivery it schedules
+            callback()  # the delivery the approval's release scheduled (none when scheduled)
+    if scheduled:
+        assert target.received() == 0 and Post.objects.get(pk=post.pk).state == State.APPROVED
+        publish_time_comes(post)
+        with django_capture_on_commit_callbacks(execute=True):
+            release_due_posts.apply()  # the release, then the delivery it schedules
 
     assert target.received() == 0
     publication = Publication.objects.get(post=post)
@@ -186,28 +226,39 @@ def test_tampered_content_is_stopped_at_the_release_gate(
 def test_editing_approved_content_voids_the_approval(
     world, target, django_capture_on_commit_callbacks
 ):
-    post, callbacks = approved(world, target.account, django_capture_on_commit_callbacks)
+    # Approved for later: released now, it could no longer be edited (see test_delivery_engine).
+    publish_at = timezone.now() + LATER
+    post, callbacks = approved(
+        world, target.account, django_capture_on_commit_callbacks, publish_at=publish_at
+    )
 
     workflow.edit_post(
         post.pk,
         world.alice,
         text=TEXT + " Nouvelle date : samedi 14 juin.",
         account_ids=[target.account.pk],
+        publish_at=publish_at,
     )
 
     post.refresh_from_db()
     assert post.state == State.IN_REVIEW
     assert post.approved_revision is None and post.current_revision.number == 2
     assert LedgerEntry.objects.filter(event="post.approval_voided").count() == 1
+    assert not Publication.objects.exists()  # the voided approval's outbox is gone
 
+    # Whatever the approval scheduled runs late, then the publish time comes and the beat runs.
+    publish_time_comes(post)
     with django_capture_on_commit_callbacks(execute=True):
         for callback in callbacks:
-            callback()  # the release scheduled by the approval
+            callback()
+        release_due_posts.apply()
         workflow.release(post.pk)
+    assert publishing.enqueue_due(now=timezone.now() + LATER) == ([], [])
 
     post.refresh_from_db()
     assert post.state == State.IN_REVIEW
     assert not Publication.objects.exists()
+    assert not LedgerEntry.objects.filter(post_id=post.pk, event="post.released").exists()
     assert target.received() == 0
 
 

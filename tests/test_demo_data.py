@@ -18,7 +18,8 @@ def counts():
 @pytest.mark.django_db
 def test_demo_data_is_complete_and_idempotent(django_capture_on_commit_callbacks):
     out = StringIO()
-    # The approved post is released on commit; run those callbacks as a real commit would.
+    # The approved post is released with its approval and delivered on commit; run those
+    # callbacks as a real commit would.
     with django_capture_on_commit_callbacks(execute=True):
         call_command("demo_data", stdout=out)
     first = counts()

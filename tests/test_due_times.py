@@ -132,7 +132,7 @@ def test_overdue_step_is_escalated_once_and_its_escalation_group_may_then_decide
 
     decision = approve(post, managers.maya)
     assert decision.step == step
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING  # approved, so released
 
 
 def test_escalation_without_escalation_group_tells_the_group(

@@ -14,7 +14,7 @@ receiver (an idempotent one, as Standard Webhooks asks) drops the repeat. So: ev
 and the test prints how many repeats the receiver dropped. On our side, every post ends published
 and each delivery is recorded once (one publication.delivered ledger entry per post).
 
-The second worker kill lands wherever the worker is (releasing, sending, recording a delivery,
+The second worker kill lands wherever the worker is (claiming, sending, recording a delivery,
 settling the post), so different runs exercise different windows.
 
 Knobs: REVIEWFLOW_FAULT_POSTS (1000) for development runs with fewer posts.
@@ -70,7 +70,8 @@ TEXT = "Portes ouvertes samedi à l'agence {n} : nos conseillers vous attendent 
 
 
 def approve_posts(world, account, count):
-    """`count` posts through the workflow, each approved; its release goes out on commit."""
+    """`count` posts through the workflow, each approved and so released in the same transaction;
+    its delivery goes out on commit."""
     ids = []
     for n in range(count):
         post = workflow.create_post(world.alice, text=TEXT.format(n=n), account_ids=[account.pk])
@@ -113,7 +114,7 @@ def test_every_post_arrives_exactly_once_through_worker_kills_and_a_redis_restar
         the_beat = beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule", BEAT_INTERVAL)
         faults = []
         try:
-            # Approvals commit here; each post's release task waits in the private Redis.
+            # Approvals (and releases) commit here; each delivery task waits in the private Redis.
             with broker(app, redis.url()):
                 post_ids = approve_posts(world, account, POSTS)
             setup_seconds = time.monotonic() - started

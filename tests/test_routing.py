@@ -1,7 +1,9 @@
 """Routing, table-driven: approval rules -> the frozen review steps of a revision, and how they run.
 
 Each case installs a few rules from small specs (`Rule`, `Step`), submits alice's Lyon post, checks
-the route it got, then plays a script of decisions with the state expected after each one.
+the route it got, then plays a script of decisions with the state expected after each one. The
+post has no publish time: the decision that completes the route approves it and releases it in the
+same transaction, so it is then "publishing".
 """
 
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from approvals.models import (
 )
 from approvals.models.posts import State
 
-from .conftest import make_user
+from .conftest import make_user, released_with_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +152,7 @@ CASES = [
         [Rule("Compliance", [Step(REVIEWERS)])],
         False,
         [(REVIEWERS, 1, 1, A, ["Compliance"])],
-        [("rita", {"post": "approved", REVIEWERS: "approved"})],
+        [("rita", {"post": "publishing", REVIEWERS: "approved"})],
         id="single step",
     ),
     pytest.param(
@@ -159,7 +161,7 @@ CASES = [
         [(REVIEWERS, 1, 1, A, ["Two groups"]), (LEGAL, 1, 1, A, ["Two groups"])],
         [
             ("lena", {"post": "in_review", REVIEWERS: A, LEGAL: "approved"}),
-            ("rita", {"post": "approved", REVIEWERS: "approved", LEGAL: "approved"}),
+            ("rita", {"post": "publishing", REVIEWERS: "approved", LEGAL: "approved"}),
         ],
         id="two parallel groups",
     ),
@@ -170,7 +172,7 @@ CASES = [
         [
             ("lena", (workflow.NotAllowed, "This post waits for Compliance reviewers")),
             ("rita", {"post": "in_review", REVIEWERS: "approved", LEGAL: A}),
-            ("lena", {"post": "approved", REVIEWERS: "approved", LEGAL: "approved"}),
+            ("lena", {"post": "publishing", REVIEWERS: "approved", LEGAL: "approved"}),
         ],
         id="two stages",
     ),
@@ -181,7 +183,7 @@ CASES = [
         [
             ("rita", {"post": "in_review", REVIEWERS: A}),
             ("rita", (workflow.Conflict, "You already decided on this step")),
-            ("sam", {"post": "approved", REVIEWERS: "approved"}),
+            ("sam", {"post": "publishing", REVIEWERS: "approved"}),
         ],
         id="quorum of two",
     ),
@@ -194,7 +196,7 @@ CASES = [
         [(REVIEWERS, 2, 1, A, ["Base", "Big tickets"])],
         [
             ("rita", {"post": "in_review", REVIEWERS: A}),
-            ("sam", {"post": "approved", REVIEWERS: "approved"}),
+            ("sam", {"post": "publishing", REVIEWERS: "approved"}),
         ],
         id="overlapping rules: stricter quorum wins",
     ),
@@ -205,14 +207,14 @@ CASES = [
         ],
         False,
         [(REVIEWERS, 1, 1, A, ["Compliance"])],
-        [("rita", {"post": "approved", REVIEWERS: "approved"})],
+        [("rita", {"post": "publishing", REVIEWERS: "approved"})],
         id="disabled rule ignored",
     ),
     pytest.param(
         [Rule("LinkedIn only", [Step(LEGAL)], condition={"network": ["linkedin"]})],
         True,
         [(REVIEWERS, 1, 1, A, [DEFAULT_RULE])],
-        [("rita", {"post": "approved", REVIEWERS: "approved"})],
+        [("rita", {"post": "publishing", REVIEWERS: "approved"})],
         id="rule that does not match ignored",
     ),
     pytest.param(
@@ -221,7 +223,7 @@ CASES = [
         [(REVIEWERS, 1, 1, A, [DEFAULT_RULE])],
         [
             ("tom", (workflow.NotAllowed, "not allowed")),  # in the group, but a Paris reviewer
-            ("rita", {"post": "approved", REVIEWERS: "approved"}),
+            ("rita", {"post": "publishing", REVIEWERS: "approved"}),
         ],
         id="catch-all only",
     ),
@@ -229,7 +231,7 @@ CASES = [
         [Rule("Pre-approved template", priority=2000, requires_review=False)],
         True,
         [(REVIEWERS, 1, 1, A, [DEFAULT_RULE])],
-        [("rita", {"post": "approved", REVIEWERS: "approved"})],
+        [("rita", {"post": "publishing", REVIEWERS: "approved"})],
         id="exempt rule with lower priority ignored",
     ),
 ]
@@ -250,6 +252,9 @@ def test_route(crew, rules, keep_default, route, script):
         else:
             decide(post, getattr(crew, who))
             assert snapshot(post) == expected, who
+    # The last decision approved the post and released it, in its transaction.
+    approved, _ = released_with_approval(post)
+    assert approved.actor == script[-1][0]
 
 
 def test_overlapping_rules_keep_the_earliest_due_time_and_separate_stages(crew):
@@ -315,10 +320,10 @@ def test_second_stage_opens_only_when_the_first_is_approved(crew):
 def test_exempt_rule_with_higher_priority_approves_at_once(crew):
     install([Rule("Pre-approved template", priority=10, requires_review=False)], keep_default=True)
     post = workflow.submit(new_post(crew).pk, crew.alice)
-    assert post.state == State.APPROVED
+    assert post.state == State.PUBLISHING  # approved, and released with no publish time
     assert post.approved_revision_id == post.current_revision_id
     assert route_of(post) == []
-    approved = LedgerEntry.objects.get(event="post.approved", post_id=post.pk)
+    approved, _ = released_with_approval(post)
     assert approved.payload["exempted_by"] == "Pre-approved template"
     route = LedgerEntry.objects.get(event="post.submitted", post_id=post.pk).payload["route"]
     assert route["review_required"] is False
@@ -369,7 +374,7 @@ def test_rule_edited_during_review_keeps_the_frozen_route(crew, client):
     assert {r["version"] for s in second.steps.all() for r in s.reasons} == {2}
 
     decide(first, crew.rita)  # the frozen quorum of one still holds
-    assert snapshot(first) == {"post": "approved", REVIEWERS: "approved"}
+    assert snapshot(first) == {"post": "publishing", REVIEWERS: "approved"}
 
 
 def test_rule_edit_applies_to_the_next_revision_of_a_post(crew):

@@ -2,6 +2,9 @@
 
 Each refusal is checked three ways: `workflow` raises it, the page shows why instead of the
 decision buttons (while the post stays readable), and the view refuses a forged form.
+
+The posts have no publish time: the approval that completes a route releases the post in the same
+transaction, so a post whose route is complete is "publishing".
 """
 
 import html
@@ -110,7 +113,7 @@ def test_reviewer_not_in_the_step_group_is_refused(crew, client):
     )
     assert APPROVE_BUTTON in detail(client, crew.lena, post)
     decide(post, crew.lena)
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
 
 
 def test_step_id_of_a_step_not_waiting_for_the_reviewer_is_refused(crew, client):
@@ -154,7 +157,7 @@ def test_one_reviewer_approves_at_most_one_step_of_a_revision(crew, client, rule
     )
     decide(post, getattr(crew, second))
     post.refresh_from_db()
-    assert post.state == State.APPROVED
+    assert post.state == State.PUBLISHING
     approvers = {d.step_id: d.reviewer.username for d in Decision.objects.all()}
     assert sorted(approvers.values()) == sorted(["rita", second])
 
@@ -172,7 +175,7 @@ def test_a_rule_may_let_one_reviewer_approve_both_stages(crew, client):
     assert APPROVE_BUTTON in page and "This decision counts for" not in page
     assert f'<input type="hidden" name="step_id" value="{second.pk}">' in page
     assert post_decision(client, crew.rita, post, step_id=second.pk).status_code == 302
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
     assert [d.step for d in Decision.objects.filter(reviewer=crew.rita)] == [first, second]
 
 
@@ -193,7 +196,7 @@ def test_a_rule_may_let_one_reviewer_approve_parallel_steps_and_she_picks_which(
     assert "This decision counts for" not in page
     assert f'<input type="hidden" name="step_id" value="{compliance.pk}">' in page
     assert post_decision(client, crew.rita, post, step_id=compliance.pk).status_code == 302
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
     assert set(Decision.objects.values_list("reviewer__username", flat=True)) == {"rita"}
 
 
@@ -229,7 +232,7 @@ def test_quorum_counts_distinct_people(crew, client):
     decide(post, crew.sam)
     step.refresh_from_db()
     assert step.state == ReviewStep.State.APPROVED
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
     assert sorted(step.decisions.values_list("reviewer__username", flat=True)) == ["rita", "sam"]
 
 
@@ -286,7 +289,7 @@ def test_claim_shows_who_is_on_it_and_refuses_others_the_last_approval(crew, cli
     assert ">Release</button>" in page
     decide(post, crew.rita)
     assert not StepClaim.objects.exists()
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
 
 
 def test_claim_leaves_the_other_approvals_of_a_quorum_free(crew, client):
@@ -303,7 +306,7 @@ def test_claim_leaves_the_other_approvals_of_a_quorum_free(crew, client):
         client, crew.mia, post, workflow.Conflict, f"In review by rita since {claimed_at(claim)}"
     )
     decide(post, crew.rita)
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
 
 
 @pytest.mark.parametrize("how", ["CLAIM_MINUTES set to 0", "clock moved past the claim"])
@@ -322,7 +325,7 @@ def test_claim_lapses(crew, client, settings, how):
     assert APPROVE_BUTTON in page and TAKE_BUTTON in page
     assert workflow.decision_refusal(post, crew.sam) is None
     decide(post, crew.sam)
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
 
 
 def test_a_lapsed_claim_is_replaced_when_someone_else_takes_the_step(crew, settings):
@@ -356,7 +359,7 @@ def test_admin_releases_a_claim_and_others_may_not(crew, client):
     response = client.post(release, {"claim_id": claim.pk})
     assert response.status_code == 409  # already released: a clear answer, nothing changes
     decide(post, crew.sam)
-    assert Post.objects.get(pk=post.pk).state == State.APPROVED
+    assert Post.objects.get(pk=post.pk).state == State.PUBLISHING
 
 
 def test_reviewer_releases_own_claim(crew, client):
@@ -375,11 +378,11 @@ def test_claim_of_a_post_no_longer_in_review_is_a_conflict(crew, client, draft):
     post = workflow.submit(draft.pk, crew.alice)
     page = detail(client, crew.rita, post)
     assert TAKE_BUTTON in page
-    decide(post, crew.sam)  # approved while rita's page was open
+    decide(post, crew.sam)  # approved (and so released) while rita's page was open
     before = counts()
     response = client.post(reverse("post_claim", args=[post.pk]))
     assert response.status_code == 409
-    assert "This post is approved, not in review." in response.content.decode()
+    assert "This post is publishing, not in review." in response.content.decode()
     assert counts() == before
 
 

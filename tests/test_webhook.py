@@ -32,7 +32,7 @@ LINK = "https://example.com/agence/lyon?x=1&y=2"
 
 
 def publish_through(world, account, callbacks_fixture):
-    """alice drafts and submits, rita approves; the on-commit release and delivery run eagerly."""
+    """alice drafts and submits, rita approves (which releases); the delivery runs on commit."""
     post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
     workflow.submit(post.pk, world.alice)
     with callbacks_fixture(execute=True):

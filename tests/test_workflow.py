@@ -4,8 +4,11 @@ import pytest
 from django_fsm import TransitionNotAllowed
 
 from approvals import ledger, workflow
-from approvals.models import Decision, LedgerEntry, Post, SandboxPost
+from approvals.models import Decision, LedgerEntry, Post, Publication, SandboxPost
 from approvals.models.posts import State
+from approvals.tasks import release_due_posts
+
+from .conftest import enqueued_deliveries, released_with_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +53,59 @@ def test_full_path_draft_to_published_writes_one_entry_per_move(
     published = SandboxPost.objects.get()
     assert published.text == post.approved_revision.text
     assert ledger.verify() is None
+
+
+def test_the_last_approval_releases_the_post_in_its_transaction(
+    world, in_review, django_capture_on_commit_callbacks
+):
+    """No publish time: approved, then released under the same lock and in the same transaction;
+    only the delivery waits for the commit."""
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        approve(in_review, world.rita)
+    post = Post.objects.get(pk=in_review.pk)
+    assert post.state == State.PUBLISHING  # no on-commit callback has run
+    assert events(post)[-3:] == ["decision.approve", "post.approved", "post.released"]
+    approved, released = released_with_approval(post)
+    assert approved.actor == "rita" and released.actor == "system"
+    publication = Publication.objects.get(post=post)
+    assert released.payload["publications"] == [publication.pk]
+    assert enqueued_deliveries(callbacks) == [publication.pk]
+    assert publication.state == Publication.State.PENDING and SandboxPost.objects.count() == 0
+
+
+def test_an_approval_for_later_is_released_by_the_beat_when_its_time_comes(
+    world, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    post = workflow.create_post(
+        world.alice,
+        text="Webinaire épargne le 3 mars.",
+        account_ids=[world.lyon_sandbox.pk],
+        publish_at=timezone.now() + timezone.timedelta(hours=2),
+    )
+    post = workflow.submit(post.pk, world.alice)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        approve(post, world.rita)
+    post.refresh_from_db()
+    assert post.state == State.APPROVED
+    assert events(post)[-1] == "post.approved" and enqueued_deliveries(callbacks) == []
+    assert workflow.due_post_ids() == []
+    assert workflow.release(post.pk).state == State.APPROVED  # not due: nothing happens
+    assert events(post)[-1] == "post.approved"
+
+    Post.objects.filter(pk=post.pk).update(publish_at=timezone.now())  # its time comes
+    with django_capture_on_commit_callbacks(execute=True):
+        release_due_posts.apply()
+    post.refresh_from_db()
+    assert post.state == State.PUBLISHED
+    assert events(post)[-4:] == [
+        "post.approved",
+        "post.released",
+        "publication.delivered",
+        "post.published",
+    ]
+    assert SandboxPost.objects.count() == 1
 
 
 def test_changes_requested_then_resubmitted_by_author(world, in_review):
