@@ -164,6 +164,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Parameters bound by the server, and each statement prepared once it has run a few times on
+    # a connection: parsing and planning then happen once, not at every query (half the database
+    # time of a review cycle, benchmarks/cycle.py). PgBouncer in transaction mode needs
+    # max_prepared_statements (1.21+), or REVIEWFLOW_DB_PREPARED_STATEMENTS=0.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True,
+        prepare_threshold=5 if env_bool("REVIEWFLOW_DB_PREPARED_STATEMENTS", True) else None,
+    )
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
