@@ -22,8 +22,20 @@ from .models.policy import Severity
 from .models.posts import State
 
 
-def _user_groups(user):
+def user_groups(user):
+    """The user's group ids, as a subquery."""
     return get_user_model().groups.through.objects.filter(user_id=user.pk).values("group_id")
+
+
+def approvals_on_step():
+    """How many approvals the step of the outer row (OuterRef("pk")) has, as a subquery."""
+    return (
+        Decision.objects.filter(step=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
+        .order_by()
+        .values("step")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
 
 
 def reviewable_teams(user):
@@ -46,7 +58,7 @@ def reviewable_teams(user):
         user_id=user.pk, permission__in=permission
     ).values("content_object_id")
     through_groups = TeamGroupObjectPermission.objects.filter(
-        group_id__in=_user_groups(user), permission__in=permission
+        group_id__in=user_groups(user), permission__in=permission
     ).values("content_object_id")
     return Team.objects.filter(pk__in=direct.union(through_groups))
 
@@ -88,7 +100,7 @@ def waiting_steps(user):
     (due_at <= now) first, most overdue first, then the ones due soonest; then publish time
     (none last), then submission time, then the step id so that pages are stable.
     """
-    my_groups = _user_groups(user)
+    my_groups = user_groups(user)
     my_decisions = Decision.objects.filter(reviewer_id=user.pk)
     return (
         ReviewStep.objects.filter(
@@ -140,13 +152,7 @@ def with_queue_details(steps, now=None):
     reviewer; one more query, for the rows fetched only)."""
     now = now or timezone.now()
     claim_cutoff = now - timezone.timedelta(minutes=settings.REVIEWFLOW["CLAIM_MINUTES"])
-    approvals = (
-        Decision.objects.filter(step=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
-        .order_by()
-        .values("step")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    approvals = approvals_on_step()
     return (
         steps.select_related(
             "post",

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
 from . import config, duetime, ledger, media, notify, policy, publishing, routing
+from .access import approvals_on_step, user_groups
 from .models import (
     Decision,
     Post,
@@ -455,13 +456,7 @@ def _open_steps_for(post, user):
     """The waiting and active steps of the current revision, with what the checks below read
     about `user`: one query whatever the number of steps, approvals and claims (the claims are
     read only when a step has some). Read under the post's lock, so they hold for the move."""
-    approvals = (
-        Decision.objects.filter(step=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
-        .order_by()
-        .values("step")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    my_groups = user_groups(user)
     steps = list(
         post.steps.filter(
             revision_id=post.current_revision_id,
@@ -469,13 +464,10 @@ def _open_steps_for(post, user):
         )
         .select_related("group", "escalation_group")
         .annotate(
-            approval_count=Coalesce(Subquery(approvals), 0),
+            approval_count=Coalesce(Subquery(approvals_on_step()), 0),
             has_claims=Exists(StepClaim.objects.filter(step=OuterRef("pk"))),
-            in_my_groups=Exists(_groups_of(user).filter(group_id=OuterRef("group_id")))
-            | (
-                Q(escalated_at__isnull=False)
-                & Exists(_groups_of(user).filter(group_id=OuterRef("escalation_group_id")))
-            ),
+            in_my_groups=Q(group_id__in=my_groups)
+            | Q(escalated_at__isnull=False, escalation_group_id__in=my_groups),
             decided_by_me=Exists(Decision.objects.filter(step=OuterRef("pk"), reviewer=user.pk)),
             approved_by_me=Exists(
                 Decision.objects.filter(
@@ -498,10 +490,6 @@ def _open_steps_for(post, user):
         ),
     )
     return steps
-
-
-def _groups_of(user):
-    return user.groups.through.objects.filter(user_id=user.pk)
 
 
 def _decision_options(post, by, step_id=None):

@@ -5,17 +5,18 @@ Run by `make bench` (after the queue and policy benchmarks, on the queue's datab
 must contain "bench"). Needs PostgreSQL and a `redis-server` binary: the broker is a private
 redis-server on a free port, started and stopped here, so nothing else's messages mix in.
 
-The posts go through the workflow (created, submitted, approved); each approval's release task
-waits in the broker until one Celery worker process (solo pool, every queue, as `make run`) is
-started; it releases each post and delivers its publication to a local Standard Webhooks
-receiver (tests/faultkit.py: verifies the signature, drops repeated webhook-ids, answers 200).
+The posts go through the workflow (created, submitted, approved: each approval releases its post
+in the same transaction); each post's delivery task waits in the broker until one Celery worker
+process (solo pool, every queue, as `make run`) is started; it delivers each publication to a
+local Standard Webhooks receiver (tests/faultkit.py: verifies the signature, drops repeated
+webhook-ids, answers 200).
 Then, in the same run, a bare loop sends as many signed POSTs of the same body to the same
 receiver with `requests.post` and no Session (a new connection per post, as the connector does).
 
 Figures, one line each on stdout (progress goes to stderr):
-  BENCH release_throughput    posts/s, from the first release to the last delivery recorded
-                              (database timestamps: the first post.released ledger entry, the
-                              last Publication.delivered_at)
+  BENCH release_throughput    posts/s, from the worker's first claim to the last delivery
+                              recorded (database timestamps: the first Publication.claimed_at,
+                              the last Publication.delivered_at)
   BENCH bare_http_throughput  posts/s of the bare loop
   BENCH release_vs_bare_http  the first over the second (1.0 would mean the worker's bookkeeping
                               costs nothing beside the HTTP call itself)
@@ -105,13 +106,12 @@ def wait_published(post_ids, worker):
 def release_seconds(post_ids):
     from django.db.models import Max, Min
 
-    from approvals.models import LedgerEntry, Publication
+    from approvals.models import Publication
 
-    first = LedgerEntry.objects.filter(event="post.released", post_id__in=post_ids).aggregate(
-        at=Min("created_at")
-    )["at"]
-    last = Publication.objects.filter(post_id__in=post_ids).aggregate(at=Max("delivered_at"))["at"]
-    return (last - first).total_seconds()
+    times = Publication.objects.filter(post_id__in=post_ids).aggregate(
+        first=Min("claimed_at"), last=Max("delivered_at")
+    )
+    return (times["last"] - times["first"]).total_seconds()
 
 
 def bare_loop(receiver, secret, body, count):
