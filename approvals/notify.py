@@ -58,6 +58,7 @@ def _reviewers(post, groups):
 
 
 def _users(*users):
+    """These users as a queryset, which `_notify` takes."""
     return get_user_model().objects.filter(pk__in=[user.pk for user in users])
 
 
