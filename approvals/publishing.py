@@ -54,13 +54,19 @@ def create_publications(post, now=None):
     lock; idempotent."""
     revision = post.approved_revision
     due = post.publish_at or now or timezone.now()
-    existing = {p.account_id: p for p in Publication.objects.filter(revision=revision)}
+    made = Publication.objects.filter(revision=revision, account=OuterRef("pk"))
+    accounts = list(revision.accounts.annotate(made=Exists(made)))
+    existing = (
+        list(Publication.objects.filter(revision=revision))
+        if any(account.made for account in accounts)
+        else []
+    )
     missing = [
         Publication(post=post, revision=revision, account=account, next_attempt_at=due)
-        for account in revision.accounts.all()
-        if account.pk not in existing
+        for account in accounts
+        if not account.made
     ]
-    return [*existing.values(), *Publication.objects.bulk_create(missing)]
+    return [*existing, *Publication.objects.bulk_create(missing)]
 
 
 def cancel_publications(post):

@@ -60,13 +60,13 @@ class Conflict(WorkflowError):
     status = 409
 
 
-def _lock(post_id):
+_RELATED = ("current_revision", "approved_revision", "team", "author")
+
+
+def _lock(post_id, related=_RELATED):
+    """The post, its row locked until commit, with `related` read along (what most moves read)."""
     try:
-        return (
-            Post.objects.select_for_update(of=("self",))
-            .select_related("current_revision", "approved_revision", "team", "author")
-            .get(pk=post_id)
-        )
+        return Post.objects.select_for_update(of=("self",)).select_related(*related).get(pk=post_id)
     except Post.DoesNotExist:
         raise WorkflowError("This post does not exist.") from None
 
@@ -817,7 +817,7 @@ def settle(post_id, record=None):
     transaction and under the post's lock: the order every move locks in, the post then its
     publications.
     """
-    post = _lock(post_id)
+    post = _lock(post_id, related=())  # reads only the post and its publications
     if record is not None:
         record()
     if post.state != State.PUBLISHING:

@@ -1,3 +1,4 @@
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -14,10 +15,16 @@ class SandboxConnector(Connector):
     max_length = 500
 
     def publish(self, account, content, idempotency_key):
-        post, _ = SandboxPost.objects.get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={"account": account, "text": content.text, "link": content.link},
-        )
+        try:
+            with transaction.atomic():
+                post = SandboxPost.objects.create(
+                    idempotency_key=idempotency_key,
+                    account=account,
+                    text=content.text,
+                    link=content.link,
+                )
+        except IntegrityError:  # published before under this key: the network's dedupe
+            post = SandboxPost.objects.get(idempotency_key=idempotency_key)
         return self._delivered(account, post)
 
     def find_delivery(self, account, idempotency_key, content):
