@@ -90,3 +90,40 @@ def test_a_fresh_checkout_runs_management_commands_without_configuration(tmp_pat
     result = manage("makemigrations", "--check", "--dry-run", REVIEWFLOW_VAR_DIR=str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes detected" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "flag, expected", [(None, ["True", "5"]), ("0", ["True", "None"])], ids=["default", "off"]
+)
+def test_postgresql_prepares_statements_unless_told_not_to(flag, expected):
+    """Behind a PgBouncer in transaction mode, REVIEWFLOW_DB_PREPARED_STATEMENTS=0 turns it off;
+    connections are kept between requests and tasks, checked before reuse."""
+    code = (
+        "from django.conf import settings as s; d = s.DATABASES['default'];"
+        "print(d['OPTIONS']['server_side_binding'], d['OPTIONS']['prepare_threshold'],"
+        " d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+    )
+    env = {**PRODUCTION, "DATABASE_URL": "postgres://rf:pw@db.internal:5432/reviewflow"}
+    if flag is not None:
+        env["REVIEWFLOW_DB_PREPARED_STATEMENTS"] = flag
+    result = manage("shell", "--no-imports", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [*expected, "600", "True"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_prepares_a_statement_run_again_and_again():
+    from django.db import connection
+
+    from approvals.models import Post
+
+    def prepared():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            return cursor.fetchone()[0]
+
+    before = prepared()
+    for pk in range(6):
+        assert not Post.objects.filter(pk=-pk - 1).exists()
+    assert prepared() > before
