@@ -254,26 +254,34 @@ def _record(account, credential_pk, checked_token, status, detail, now, actor):
         credential = AccountCredential.objects.select_for_update().filter(pk=credential_pk).first()
         if credential is None or credential.access_token_encrypted != checked_token:
             return credential  # removed or replaced while we checked: this answer is stale
-        before = credential.status
-        credential.status, credential.status_detail = status, detail[:2000]
-        credential.checked_at = now
-        credential.save(update_fields=["status", "status_detail", "checked_at", "updated_at"])
-        if before != status:
-            ledger.append(
-                "credential.status_changed",
-                actor=actor,
-                object_id=account.pk,
-                object=str(account),
-                network=account.network,
-                before=before,
-                after=status,
-                detail=credential.status_detail,
-            )
-            if status == Status.RECONNECT:
-                from . import notify
-
-                notify.reconnect_needed(account.pk)
+        set_status(credential, account, status, detail, now, actor=actor)
     return credential
+
+
+def set_status(credential, account, status, detail, now, *, actor=None, **context):
+    """Record what is known of a credential (its row locked by the caller, in a transaction); a
+    change is a ledger entry, and "reconnect needed" tells the owner and the admins."""
+    before = credential.status
+    credential.status, credential.status_detail = status, detail[:2000]
+    credential.checked_at = now
+    credential.save(update_fields=["status", "status_detail", "checked_at", "updated_at"])
+    if before == status:
+        return
+    ledger.append(
+        "credential.status_changed",
+        actor=actor,
+        object_id=account.pk,
+        object=str(account),
+        network=account.network,
+        before=before,
+        after=status,
+        detail=credential.status_detail,
+        **context,
+    )
+    if status == Status.RECONNECT:
+        from . import notify
+
+        notify.reconnect_needed(account.pk)
 
 
 def check_all():

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from . import ledger, ratelimit
+from . import health, ledger, ratelimit
 from .connectors import DeliveryError, ReleasedContent, get_connector
 from .models import AccountCredential, DeliveryAttempt, Post, Publication
 from .models.posts import State
@@ -257,26 +257,8 @@ def _needs_reconnect(account_id, detail, now):
     )
     if credential is None:
         return
-    before, reconnect = credential.status, AccountCredential.Status.RECONNECT
-    credential.status, credential.status_detail = reconnect, detail[:2000]
-    credential.checked_at = now
-    credential.save(update_fields=["status", "status_detail", "checked_at", "updated_at"])
-    if before == reconnect:
-        return
-    account = credential.account
-    ledger.append(
-        "credential.status_changed",
-        object_id=account.pk,
-        object=str(account),
-        network=account.network,
-        before=before,
-        after=reconnect,
-        detail=credential.status_detail,
-        via="delivery",
-    )
-    from . import notify
-
-    notify.reconnect_needed(account.pk)
+    reconnect = AccountCredential.Status.RECONNECT
+    health.set_status(credential, credential.account, reconnect, detail, now, via="delivery")
 
 
 def _mine(publication, state):
