@@ -56,7 +56,7 @@ def image(tmp_path):
     return str(path), hashlib.sha256(data).hexdigest(), data
 
 
-def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
+def released(account, text=TEXT, link=LINK, image_path="", image_sha256=None):
     return kit_released(account, text, link, image_path, image_sha256)
 
 

@@ -50,7 +50,7 @@ def connector():
     return get_connector("linkedin")
 
 
-def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
+def released(account, text=TEXT, link=LINK, image_path="", image_sha256=None):
     return kit_released(account, text, link, image_path, image_sha256)
 
 

@@ -1,7 +1,6 @@
 """The Mastodon connector against a local instance answering as Mastodon's REST API does
 (tests/fakes/mastodon.py), the Idempotency-Key included."""
 
-import hashlib
 import time
 
 import pytest
@@ -46,9 +45,8 @@ def connector():
     return get_connector("mastodon")
 
 
-def released(account, text=TEXT, link=LINK, image_path=""):
-    digest = hashlib.sha256(open(image_path, "rb").read()).hexdigest() if image_path else ""
-    return kit_released(account, text, link, image_path, digest)
+def released(account, text=TEXT, link=LINK, image_path="", image_sha256=None):
+    return kit_released(account, text, link, image_path, image_sha256)
 
 
 def test_a_status_is_posted_with_the_idempotency_key(connector, account, fake):
@@ -359,3 +357,14 @@ def test_approved_post_is_published_on_mastodon_end_to_end(
     assert publication.external_id == status["id"]
     assert publication.external_url == status["url"]
     assert Post.objects.get(pk=post.pk).state == State.PUBLISHED
+
+
+def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, tmp_path):
+    path = tmp_path / "affiche.png"
+    path.write_bytes(png_bytes())
+    content = released(account, image_path=str(path), image_sha256="0" * 64)
+
+    with pytest.raises(DeliveryError, match="not the approved image") as caught:
+        connector.publish(account, content, "msg_1")
+    assert caught.value.permanent
+    assert fake.received == []

@@ -50,7 +50,7 @@ def connector():
     return get_connector("x")
 
 
-def released(account, text=TEXT, link=LINK, image_path="", image_sha256=""):
+def released(account, text=TEXT, link=LINK, image_path="", image_sha256=None):
     return kit_released(account, text, link, image_path, image_sha256)
 
 
@@ -341,3 +341,14 @@ def test_approved_post_is_published_on_x_end_to_end(
     assert publication.external_url == f"https://x.com/agence_lyon/status/{tweet['id']}"
     post.refresh_from_db()
     assert post.state == State.PUBLISHED
+
+
+def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, tmp_path):
+    path = tmp_path / "affiche.png"
+    path.write_bytes(png_bytes())
+    content = released(account, image_path=str(path), image_sha256="0" * 64)
+
+    with pytest.raises(DeliveryError, match="not the approved image") as caught:
+        connector.publish(account, content, "msg_1")
+    assert caught.value.permanent
+    assert fake.received == []

@@ -1,3 +1,4 @@
+import hashlib
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -68,13 +69,16 @@ class ReleasedContent:
         return f"{self.text} {link}" if link else self.text
 
     def image_bytes(self):
+        """The image's bytes, checked against the approved hash: what is sent is what was
+        approved, even if the file changed after the release gate read it."""
         with open(self.image_path, "rb") as image:
-            return image.read()
+            data = image.read()
+        if hashlib.sha256(data).hexdigest() != self.image_sha256:
+            raise DeliveryError("the image is not the approved image", permanent=True)
+        return data
 
 
 def _file_sha256(path):
-    import hashlib
-
     with open(path, "rb") as image:
         return hashlib.file_digest(image, "sha256").hexdigest()
 
@@ -137,6 +141,12 @@ class Connector:
         return Health(ok=True, detail="nothing to check")
 
     # Later: fetch_interactions(account, since).
+
+
+def external_account_id(account):
+    """The account's id on the network, as given when it was connected ("" when unknown)."""
+    credential = getattr(account, "credential", None)
+    return str(getattr(credential, "external_account_id", "") or "").strip()
 
 
 def access_token(account):

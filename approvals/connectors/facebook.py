@@ -22,7 +22,6 @@ Calls other than POSTs send the token in the Authorization header, to keep it ou
 Graph has no idempotency key: `find_delivery` looks for a recent Page post with exactly the text.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,14 @@ from django.core.exceptions import ValidationError
 
 from approvals import media
 
-from .base import Connector, Delivered, DeliveryError, Health, access_token
+from .base import (
+    Connector,
+    Delivered,
+    DeliveryError,
+    Health,
+    access_token,
+    external_account_id,
+)
 from .http import error_for, request, retry_after_seconds
 
 NETWORK = "Facebook"
@@ -95,8 +101,6 @@ class FacebookConnector(Connector):
         page, token = self._page(account), access_token(account)
         if content.image_path:
             data = content.image_bytes()
-            if hashlib.sha256(data).hexdigest() != content.image_sha256:
-                raise DeliveryError("the image is not the approved image", permanent=True)
             name = os.path.basename(content.image_path)
             answer = self._call(
                 account,
@@ -192,10 +196,7 @@ class FacebookConnector(Connector):
     # Calls
     @staticmethod
     def _page_id(account):
-        credential = getattr(account, "credential", None)
-        return (account.settings or {}).get("page_id") or (
-            credential.external_account_id if credential else ""
-        )
+        return (account.settings or {}).get("page_id") or external_account_id(account)
 
     def _page(self, account):
         page = self._page_id(account)

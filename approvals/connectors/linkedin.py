@@ -23,14 +23,20 @@ Neither idempotency header nor client id exists on LinkedIn, so `find_delivery` 
 recent post of the author with exactly the approved commentary and link or image.
 """
 
-import hashlib
 import re
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .base import Connector, Delivered, DeliveryError, Health, access_token
+from .base import (
+    Connector,
+    Delivered,
+    DeliveryError,
+    Health,
+    access_token,
+    external_account_id,
+)
 from .http import error_for, request
 
 NETWORK = "LinkedIn"
@@ -115,8 +121,6 @@ class LinkedInConnector(Connector):
 
     def _upload_image(self, account, token, author, content):
         data = content.image_bytes()
-        if hashlib.sha256(data).hexdigest() != content.image_sha256:
-            raise DeliveryError("the image is not the approved image", permanent=True)
         answer = self._call(
             account,
             token,
@@ -229,10 +233,7 @@ class LinkedInConnector(Connector):
 
     # Calls
     def _author(self, account):
-        credential = getattr(account, "credential", None)
-        author = (account.settings or {}).get("author") or (
-            credential.external_account_id if credential else ""
-        )
+        author = (account.settings or {}).get("author") or external_account_id(account)
         if not AUTHOR.fullmatch(author or ""):
             raise DeliveryError(
                 "the account has no LinkedIn author (settings.author: urn:li:organization:<id> "

@@ -32,7 +32,14 @@ from django.utils import timezone
 
 from approvals.media import mime_type
 
-from .base import Connector, Delivered, DeliveryError, Health, access_token
+from .base import (
+    Connector,
+    Delivered,
+    DeliveryError,
+    Health,
+    access_token,
+    external_account_id,
+)
 from .http import error_for, request, retry_after_seconds, validate_destination
 
 NETWORK = "Mastodon"
@@ -152,7 +159,7 @@ class MastodonConnector(Connector):
     def find_delivery(self, account, idempotency_key, content):
         """The account's status with exactly this text among its latest ones, or None."""
         token = access_token(account)
-        account_id = _known_id(account) or str(self._me(account, token)["id"])
+        account_id = external_account_id(account) or str(self._me(account, token)["id"])
         response = self._call(
             account,
             token,
@@ -184,7 +191,7 @@ class MastodonConnector(Connector):
             return Health(ok=False, detail=str(error), reconnect=error.reconnect)
         host = urlsplit(account.settings.get("instance", "")).hostname or ""
         acct = me.get("acct") or me.get("username")
-        known = _known_id(account)
+        known = external_account_id(account)
         if known and known != str(me["id"]):
             return Health(
                 ok=False,
@@ -247,12 +254,6 @@ def rate_limited(response):
             wait = max(0, round((moment - timezone.now()).total_seconds()))
     when = f"; it asks to wait {wait} s" if wait is not None else ""
     return DeliveryError(f"{NETWORK} rate limit reached{when}", retry_after=wait)
-
-
-def _known_id(account):
-    """The account id on the instance, when it was given at connection."""
-    credential = getattr(account, "credential", None)
-    return str(getattr(credential, "external_account_id", "") or "").strip()
 
 
 def _json(response):

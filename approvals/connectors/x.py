@@ -33,7 +33,14 @@ from django.core.exceptions import ValidationError
 
 from approvals.media import mime_type
 
-from .base import Connector, Delivered, DeliveryError, Health, access_token
+from .base import (
+    Connector,
+    Delivered,
+    DeliveryError,
+    Health,
+    access_token,
+    external_account_id,
+)
 from .http import error_for, request, retry_after_seconds
 
 NETWORK = "X"
@@ -154,7 +161,7 @@ class XConnector(Connector):
         except DeliveryError as error:
             return Health(ok=False, detail=str(error), reconnect=error.reconnect)
         username = str(user.get("username") or "")
-        known = _known_id(account)
+        known = external_account_id(account)
         if known and user.get("id") and known != str(user["id"]):
             return Health(
                 ok=False,
@@ -173,7 +180,7 @@ class XConnector(Connector):
 
     # Calls
     def _user_id(self, account, token):
-        if known := _known_id(account):
+        if known := external_account_id(account):
             return known
         user_id = str(_data(self._call(token, "GET", "/2/users/me", ok=(200,))).get("id") or "")
         if not user_id:
@@ -218,12 +225,6 @@ def rate_limited(response):
         wait = max(0, int(reset) - int(time.time()))
     when = f"; it asks to wait {wait} s" if wait is not None else ""
     return DeliveryError(f"{NETWORK} rate limit reached{when}", retry_after=wait)
-
-
-def _known_id(account):
-    """The X user id, when it was given at connection."""
-    credential = getattr(account, "credential", None)
-    return str(getattr(credential, "external_account_id", "") or "").strip()
 
 
 def _data(response):

@@ -1,7 +1,9 @@
 """What the connector tests share: an account connected to a fake network, content, an image."""
 
+import hashlib
 import struct
 import zlib
+from pathlib import Path
 
 from approvals.connectors import ReleasedContent
 from approvals.models import AccountCredential, SocialAccount
@@ -36,8 +38,13 @@ def connected_account(*, team, network, name, settings, token, external_account_
     return SocialAccount.objects.get(pk=account.pk)
 
 
-def released(account, text, link, image_path="", image_sha256=""):
-    """Content as the release gate hands it over (connector tests call publish directly)."""
+def released(account, text, link, image_path="", image_sha256=None):
+    """Content as the release gate hands it over (connector tests call publish directly): the
+    image's approved hash is the file's own unless a test says otherwise."""
+    if image_sha256 is None:
+        image_sha256 = (
+            hashlib.sha256(Path(image_path).read_bytes()).hexdigest() if image_path else ""
+        )
     return ReleasedContent(
         text=text,
         link=link,
