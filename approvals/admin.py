@@ -45,11 +45,14 @@ def _snapshot(obj):
 
 
 class LedgeredAdmin(admin.ModelAdmin):
-    """Every admin change of configuration is a ledger entry in the same transaction."""
+    """Every admin change of configuration is a ledger entry in the same transaction; a bulk
+    deletion ("delete selected") is one entry per object."""
+
+    snapshot = staticmethod(_snapshot)  # what `before` and `after` record of an object
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
-            before = _snapshot(type(obj).objects.get(pk=obj.pk)) if change else None
+            before = self.snapshot(type(obj).objects.get(pk=obj.pk)) if change else None
             super().save_model(request, obj, form, change)
             ledger.append(
                 f"admin.{obj._meta.model_name}.{'changed' if change else 'added'}",
@@ -57,19 +60,28 @@ class LedgeredAdmin(admin.ModelAdmin):
                 object_id=obj.pk,
                 object=str(obj),
                 before=before,
-                after=_snapshot(obj),
+                after=self.snapshot(obj),
             )
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            ledger.append(
-                f"admin.{obj._meta.model_name}.deleted",
-                actor=request.user,
-                object_id=obj.pk,
-                object=str(obj),
-                before=_snapshot(obj),
-            )
+            self._ledger_deleted(request, obj)
             super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                self._ledger_deleted(request, obj)
+            super().delete_queryset(request, queryset)
+
+    def _ledger_deleted(self, request, obj):
+        ledger.append(
+            f"admin.{obj._meta.model_name}.deleted",
+            actor=request.user,
+            object_id=obj.pk,
+            object=str(obj),
+            before=self.snapshot(obj),
+        )
 
 
 class MembershipInline(admin.TabularInline):
@@ -876,11 +888,13 @@ def _policy_snapshot(obj):
 
 class PolicyAdmin(LedgeredAdmin):
     """Ledgered as LedgeredAdmin, with lists and many-to-many values in `before` and `after`,
-    recorded once the related objects are saved; bulk deletions ledgered one by one."""
+    recorded once the related objects are saved."""
+
+    snapshot = staticmethod(_policy_snapshot)
 
     def save_model(self, request, obj, form, change):
         stored = type(obj).objects.filter(pk=obj.pk).first() if change else None
-        obj._ledger_before = _policy_snapshot(stored) if stored else None
+        obj._ledger_before = self.snapshot(stored) if stored else None
         admin.ModelAdmin.save_model(self, request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
@@ -892,27 +906,7 @@ class PolicyAdmin(LedgeredAdmin):
             object_id=obj.pk,
             object=str(obj),
             before=getattr(obj, "_ledger_before", None),
-            after=_policy_snapshot(obj),
-        )
-
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            self._ledger_deleted(request, obj)
-            admin.ModelAdmin.delete_model(self, request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for obj in queryset:
-                self._ledger_deleted(request, obj)
-            super().delete_queryset(request, queryset)
-
-    def _ledger_deleted(self, request, obj):
-        ledger.append(
-            f"admin.{obj._meta.model_name}.deleted",
-            actor=request.user,
-            object_id=obj.pk,
-            object=str(obj),
-            before=_policy_snapshot(obj),
+            after=self.snapshot(obj),
         )
 
 

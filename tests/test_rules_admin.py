@@ -305,3 +305,18 @@ def test_condition_naming_an_unknown_team_or_tag_saves_with_a_warning(client, wo
     assert "names what does not exist: team “lyonn”, tag “nope”" in page
     assert "“lyon”" not in page
     assert ApprovalRule.objects.filter(name="Links go to legal").exists()
+
+
+def test_bulk_delete_of_tags_in_the_admin_is_ledgered_one_by_one(client, world):
+    from approvals.models import Tag
+
+    tags = [Tag.objects.create(name=name) for name in ("Livret A", "PEA")]
+    client.force_login(world.carla)
+    response = client.post(
+        reverse("admin:approvals_tag_changelist"),
+        {"action": "delete_selected", "_selected_action": [t.pk for t in tags], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Tag.objects.filter(pk__in=[t.pk for t in tags]).exists()
+    deleted = LedgerEntry.objects.filter(event="admin.tag.deleted")
+    assert sorted(e.payload["object"] for e in deleted) == ["Livret A", "PEA"]
