@@ -26,11 +26,13 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote
 
 import kombu.pools
+
+from tests.localserver import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("default", "publishing", "maintenance", "notifications")
@@ -298,7 +300,7 @@ def purge(app, queues=QUEUES):
 # --- The receiver ---------------------------------------------------------------------------------
 
 
-class CountingReceiver:
+class CountingReceiver(LocalServer):
     """An idempotent Standard Webhooks receiver on 127.0.0.1 that counts what it sees.
 
     requests            every request (verified or not, duplicates included)
@@ -321,17 +323,12 @@ class CountingReceiver:
         self.first_at = self.last_at = None  # time.time() of the first and last processing
         self.sample_body = b""  # the last verified body, as sent
         self.errors = []
-        self._lock = threading.Lock()
         self._hold = None  # (held, release) events for the next new delivery
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self):
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self.PATH}"
+        return self.base_url + self.PATH
 
     @property
     def distinct(self):
@@ -341,20 +338,9 @@ class CountingReceiver:
     def doubled(self):
         return sum(count - 1 for count in self.posts.values())
 
-    def start(self):
-        self._thread.start()
-        return self
-
     def stop(self):
         self.release_hold()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().stop()
 
     def hold_next(self):
         """Freeze the next new delivery once processed, before answering; returns its Event."""
@@ -408,7 +394,7 @@ class CountingReceiver:
                 hold, self._hold = self._hold, None
         return 200, {"id": f"rcv-{number}", "url": f"https://receiver.example/p/{number}"}, hold
 
-    def _handler(self):
+    def _handler_class(self):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -15,13 +15,14 @@ webhook-ids, so a duplicate (same webhook-id) gets the same answer and shows in 
 """
 
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.localserver import LocalServer
 
 PATH = "/hooks/reviewflow"
 
@@ -43,7 +44,7 @@ class Received:
         return self.verified and self.status is not None and 200 <= self.status < 300
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     def __init__(self, secret=None):
         self.secret = secret
         self.received: list[Received] = []
@@ -51,36 +52,11 @@ class WebhookReceiver:
         self._default = ("ok",)
         self._ids: dict[str, int] = {}
         self._answer = None
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._idle = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(  # a short poll: shutdown() returns at once
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # Lifecycle
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self.wait_idle(timeout=5)
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__()
 
     @property
     def url(self):
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PATH}"
+        return self.base_url + PATH
 
     # Script
     def fail(self, status=503, times=1):
@@ -129,11 +105,6 @@ class WebhookReceiver:
     @property
     def duplicates(self):
         return len(self.accepted) - len(self.delivered_ids)
-
-    def wait_idle(self, timeout=10):
-        """Wait until no request is being answered (a stalled one may still be sleeping)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
     def wait_for(self, predicate, timeout=10):
         deadline = time.monotonic() + timeout
@@ -185,7 +156,7 @@ class WebhookReceiver:
                     record.error = f"{error.__class__.__name__}: {error}"
                 with receiver._lock:
                     receiver.received.append(record)
-                    receiver._in_flight += 1
+                    receiver._begin()
                     action = receiver._answer_for(record)
                 try:
                     if action[0] == "stall":
@@ -199,9 +170,7 @@ class WebhookReceiver:
                     else:
                         self._reply(action[1], {"error": record.error}, record)
                 finally:
-                    with receiver._idle:
-                        receiver._in_flight -= 1
-                        receiver._idle.notify_all()
+                    receiver._end()
 
             def _reply(self, status, payload, record):
                 record.status = status

@@ -13,15 +13,16 @@ bodies parsed), and plays a script of misbehaviour before the subclass sees a re
 """
 
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.localserver import LocalServer
 
 
 @dataclass
@@ -61,41 +62,16 @@ class Reply:
     headers: dict = field(default_factory=dict)
 
 
-class FakeServer:
+class FakeServer(LocalServer):
     def __init__(self):
         self.received: list[Request] = []
         self._script = deque()
         self._default = None
-        self._lock = threading.RLock()
-        self._in_flight = 0
-        self._idle = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(  # a short poll: shutdown() returns at once
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # Lifecycle
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self.wait_idle(timeout=5)
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__()
 
     @property
     def url(self):
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base_url
 
     # Script
     def fail(self, status, times=1, on=None, **details):
@@ -125,10 +101,6 @@ class FakeServer:
     def calls(self, method, path):
         """Requests with this method whose path starts with `path`, in order."""
         return [r for r in self.received if r.method == method and r.path.startswith(path)]
-
-    def wait_idle(self, timeout=10):
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
     # Subclass hooks
     def route(self, request) -> Reply:
@@ -182,13 +154,11 @@ class FakeServer:
                 )
                 with fake._lock:
                     fake.received.append(request)
-                    fake._in_flight += 1
+                    fake._begin()
                 try:
                     self._reply(fake._answer(request), request)
                 finally:
-                    with fake._idle:
-                        fake._in_flight -= 1
-                        fake._idle.notify_all()
+                    fake._end()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
