@@ -200,6 +200,24 @@ def login(client, user):
     return client
 
 
+# --- A post through the whole review --------------------------------------------------------------
+
+
+def through_review(world, callbacks, account, text, link=""):
+    """alice drafts and submits, rita approves; the commit's callbacks run (Celery is eager, so
+    the delivery is done when this returns). Returns the post as it is now."""
+    from approvals import workflow
+    from approvals.models import Post
+
+    post = workflow.create_post(world.alice, text=text, link=link, account_ids=[account.pk])
+    workflow.submit(post.pk, world.alice)
+    with callbacks(execute=True):
+        workflow.decide(
+            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
+        )
+    return Post.objects.get(pk=post.pk)
+
+
 # --- What a release leaves for the commit --------------------------------------------------------
 
 

@@ -6,13 +6,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from approvals import workflow
 from approvals.connectors import DeliveryError, get_connector
-from approvals.models import Post, Publication, SocialAccount
+from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.facebook import PAGE_ID, FakeFacebook
 from tests.fakes.kit import connected_account, png_bytes
 from tests.fakes.kit import released as kit_released
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -278,14 +279,7 @@ def test_clean_settings(connector):
 def test_end_to_end_alice_drafts_rita_approves_facebook_publishes(
     world, account, fake, django_capture_on_commit_callbacks, client
 ):
-    post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
-        )
-
-    post = Post.objects.get(pk=post.pk)
+    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
     assert post.state == State.PUBLISHED
     [sent] = fake.published
     assert (sent.message, sent.link) == (TEXT, LINK)

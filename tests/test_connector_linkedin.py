@@ -6,14 +6,15 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from approvals import workflow
 from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors.linkedin import little_text
-from approvals.models import AccountCredential, Post, Publication, SocialAccount
+from approvals.models import AccountCredential, Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.kit import connected_account, png_bytes
 from tests.fakes.kit import released as kit_released
 from tests.fakes.linkedin import ORGANIZATION, FakeLinkedIn, render_little
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -297,14 +298,7 @@ def test_the_account_form_reports_bad_settings(world):
 def test_end_to_end_alice_drafts_rita_approves_linkedin_publishes(
     world, account, fake, django_capture_on_commit_callbacks, client
 ):
-    post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
-        )
-
-    post = Post.objects.get(pk=post.pk)
+    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
     assert post.state == State.PUBLISHED
     [sent] = fake.published
     assert sent.text == TEXT and sent.content["article"]["source"] == LINK
@@ -322,14 +316,7 @@ def test_end_to_end_an_expired_token_fails_the_post_and_asks_to_reconnect(
     world, account, fake, django_capture_on_commit_callbacks
 ):
     fake.expire_token()
-    post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
-        )
-
-    post = Post.objects.get(pk=post.pk)
+    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
     assert post.state == State.FAILED
     publication = Publication.objects.get(post=post)
     assert publication.state == Publication.State.FAILED

@@ -1,12 +1,9 @@
 """The Mastodon connector against a local instance answering as Mastodon's REST API does
 (tests/fakes/mastodon.py), the Idempotency-Key included."""
 
-import time
-
 import pytest
 from django.core.exceptions import ValidationError
 
-from approvals import workflow
 from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors import mastodon as mastodon_module
 from approvals.models import Post, Publication, SocialAccount
@@ -14,6 +11,8 @@ from approvals.models.posts import State
 from tests.fakes.kit import connected_account, png_bytes
 from tests.fakes.kit import released as kit_released
 from tests.fakes.mastodon import ACCOUNT, TOKEN, FakeMastodon
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -334,21 +333,9 @@ def test_approved_post_is_published_on_mastodon_end_to_end(
 ):
     text = "Nos conseillers vous accueillent samedi matin à l'agence de Lyon."
     link = "https://example.com/agence/lyon"
-    post = workflow.create_post(world.alice, text=text, link=link, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk,
-            world.rita,
-            outcome="approve",
-            revision_hash=post.current_revision.content_hash,
-        )
+    post = through_review(world, django_capture_on_commit_callbacks, account, text, link)
 
     publication = Publication.objects.get(post_id=post.pk)
-    deadline = time.monotonic() + 10  # delivery may run on commit or in an eager task
-    while publication.state != Publication.State.DELIVERED and time.monotonic() < deadline:
-        time.sleep(0.05)
-        publication.refresh_from_db()
     [status] = fake.posts
     assert status["_text"] == f"{text} {link}"
     [call] = fake.calls("POST", "/api/v1/statuses")

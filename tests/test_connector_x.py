@@ -1,20 +1,20 @@
 """The X connector against a local server answering as X's API v2 does (tests/fakes/x.py)."""
 
 import hashlib
-import time
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from approvals import workflow
 from approvals.connectors import DeliveryError, get_connector
-from approvals.models import Post, Publication, SocialAccount
+from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.kit import connected_account, png_bytes
 from tests.fakes.kit import released as kit_released
 from tests.fakes.x import DUPLICATE, TOKEN, USER, FakeX
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -318,22 +318,8 @@ def test_approved_post_is_published_on_x_end_to_end(
 ):
     text = "Nos conseillers vous accueillent samedi matin à l'agence de Lyon."
     link = "https://example.com/agence/lyon"
-    post = workflow.create_post(world.alice, text=text, link=link, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk,
-            world.rita,
-            outcome="approve",
-            revision_hash=post.current_revision.content_hash,
-        )
-
-    post = Post.objects.get(pk=post.pk)
+    post = through_review(world, django_capture_on_commit_callbacks, account, text, link)
     publication = Publication.objects.get(post=post)
-    deadline = time.monotonic() + 10  # delivery may run on commit or in an eager task
-    while publication.state != Publication.State.DELIVERED and time.monotonic() < deadline:
-        time.sleep(0.05)
-        publication.refresh_from_db()
     [tweet] = fake.posts
     assert tweet["source"] == f"{text} {link}"
     assert publication.state == Publication.State.DELIVERED, publication.error

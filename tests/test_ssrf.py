@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core.exceptions import ValidationError
 
-from approvals import workflow
 from approvals.connectors import get_connector, http
 from approvals.connectors.base import DeliveryError
-from approvals.models import Post, Publication, SocialAccount
+from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -252,16 +253,9 @@ def test_webhook_to_a_private_address_fails_clearly_and_sends_nothing(
 ):
     # The account was saved while allowed (an on-premises receiver); the setting is now off.
     settings.REVIEWFLOW = {**settings.REVIEWFLOW, "ALLOW_PRIVATE_NETWORKS": False}
-    post = workflow.create_post(world.alice, text="Portes ouvertes", account_ids=[hook_account.pk])
-    workflow.submit(post.pk, world.alice)
-    with django_capture_on_commit_callbacks(execute=True):
-        workflow.decide(
-            post.pk,
-            world.rita,
-            outcome="approve",
-            revision_hash=post.current_revision.content_hash,
-        )
-    post = Post.objects.get(pk=post.pk)
+    post = through_review(
+        world, django_capture_on_commit_callbacks, hook_account, "Portes ouvertes"
+    )
     publication = Publication.objects.get(post=post)
     assert publication.state == Publication.State.FAILED
     assert "127.0.0.1 resolves to an internal address" in publication.error
