@@ -10,7 +10,7 @@ from approvals.connectors import DeliveryError, get_connector
 from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.facebook import PAGE_ID, FakeFacebook
-from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import connected_account, png_bytes, route_to
 from tests.fakes.kit import released as kit_released
 
 from .conftest import through_review
@@ -24,11 +24,7 @@ LINK = "https://example.com/agence/lyon?x=1&y=2"
 @pytest.fixture
 def fake(settings):
     with FakeFacebook() as server:
-        settings.REVIEWFLOW = {
-            **settings.REVIEWFLOW,
-            "ALLOW_PRIVATE_NETWORKS": True,
-            "API_BASE_URLS": {**settings.REVIEWFLOW["API_BASE_URLS"], "facebook": server.url},
-        }
+        route_to(settings, "facebook", server)
         yield server
 
 

@@ -10,7 +10,7 @@ from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors.linkedin import little_text
 from approvals.models import AccountCredential, Publication, SocialAccount
 from approvals.models.posts import State
-from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import connected_account, png_bytes, route_to
 from tests.fakes.kit import released as kit_released
 from tests.fakes.linkedin import ORGANIZATION, FakeLinkedIn, render_little
 
@@ -26,11 +26,7 @@ LINK = "https://example.com/agence/lyon?x=1&y=2"
 @pytest.fixture
 def fake(settings):
     with FakeLinkedIn() as server:
-        settings.REVIEWFLOW = {
-            **settings.REVIEWFLOW,
-            "ALLOW_PRIVATE_NETWORKS": True,
-            "API_BASE_URLS": {**settings.REVIEWFLOW["API_BASE_URLS"], "linkedin": server.url},
-        }
+        route_to(settings, "linkedin", server)
         yield server
 
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from approvals.connectors import DeliveryError, get_connector
 from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
-from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import connected_account, png_bytes, route_to
 from tests.fakes.kit import released as kit_released
 from tests.fakes.x import DUPLICATE, TOKEN, USER, FakeX
 
@@ -25,11 +25,7 @@ LINK = "https://example.com/agence/lyon?x=1&y=2"
 @pytest.fixture
 def fake(settings):
     with FakeX() as server:
-        settings.REVIEWFLOW = {
-            **settings.REVIEWFLOW,
-            "ALLOW_PRIVATE_NETWORKS": True,
-            "API_BASE_URLS": {**settings.REVIEWFLOW["API_BASE_URLS"], "x": server.url},
-        }
+        route_to(settings, "x", server)
         yield server
 
 

@@ -56,3 +56,12 @@ def released(account, text, link, image_path="", image_sha256=None):
         image_path=image_path,
         image_sha256=image_sha256,
     )
+
+
+def route_to(settings, network, server):
+    """Send the network's API calls to the fake server (on loopback: private addresses allowed)."""
+    settings.REVIEWFLOW = {
+        **settings.REVIEWFLOW,
+        "ALLOW_PRIVATE_NETWORKS": True,
+        "API_BASE_URLS": {**settings.REVIEWFLOW["API_BASE_URLS"], network: server.url},
+    }
