@@ -9,9 +9,8 @@ with a 401 for a token it did not issue or revoked. No mocked HTTP client.
 import base64
 import hashlib
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,6 +20,7 @@ from django.utils import timezone
 from approvals import health, oauth, tasks
 from approvals.models import AccountCredential, LedgerEntry, Notification, SocialAccount
 from approvals.views.connect import SESSION_KEY
+from tests.localserver import LocalServer
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ CALLBACK = "/admin/approvals/socialaccount/oauth/callback/"
 GOOD_CODE = "code-from-the-network"
 
 
-class FakeNetwork:
+class FakeNetwork(LocalServer):
     """One server for every network: token endpoints by path, 'who am I' for any other GET."""
 
     def __init__(self):
@@ -39,14 +39,11 @@ class FakeNetwork:
         self.expires_in = 60 * 86400  # LinkedIn's 60 days; X's two hours are set by its tests
         self.pages = [{"id": "555", "name": "Agence Lyon"}]
         self._count = 0
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.base_url
 
     def revoke_all(self):
         self.valid_tokens.clear()
@@ -97,7 +94,7 @@ class FakeNetwork:
             return 400, {"error": {"message": "Invalid verification code format.", "code": 100}}
         return 200, self._issue(refresh=False)
 
-    def _handler(self):
+    def _handler_class(self):
         network = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -158,14 +155,6 @@ class FakeNetwork:
                 )
 
         return Handler
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -379,8 +368,7 @@ def test_an_unreachable_token_endpoint_is_a_502_and_nothing_stored(
     account = make_account(world, "linkedin")
     client.force_login(world.carla)
     _, params = start(client, account)
-    networks.server.shutdown()
-    networks.server.server_close()
+    networks.stop()
     response = client.get(CALLBACK, {"code": GOOD_CODE, "state": params["state"]})
     assert response.status_code == 502
     assert "could not reach LinkedIn" in response.content.decode()
@@ -678,8 +666,7 @@ def test_fresh_access_token_refreshes_just_before_use(world, networks):
 
 def test_a_network_that_cannot_be_reached_does_not_mark_reconnect(world, networks):
     account = connected(world, "linkedin", networks, settings={"author": "urn:li:person:1"})
-    networks.server.shutdown()
-    networks.server.server_close()
+    networks.stop()
     credential = health.check_account(account)
     assert credential.status == AccountCredential.Status.OK
     assert credential.status_detail.startswith("Could not check: could not reach LinkedIn")
