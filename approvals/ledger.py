@@ -158,7 +158,8 @@ def append(event, *, actor=None, post=None, **payload):
     if not connection.in_atomic_block:
         raise RuntimeError("ledger.append must run inside the transaction it records")
     # Round-trip through JSON now so the hash covers exactly what the database will return.
-    payload = json.loads(canonical_json(payload))
+    payload_json = canonical_json(payload)
+    payload = json.loads(payload_json)
     entry = LedgerEntry(
         created_at=timezone.now(),
         actor_id=getattr(actor, "pk", None),
@@ -184,7 +185,7 @@ def append(event, *, actor=None, post=None, **payload):
     if postgresql:
         sql = _APPEND_SQL["postgresql"]
         params = [body_prefix, entry.created_at, entry.actor_id, entry.actor, entry.event]
-        params += [entry.post_id, canonical_json(payload)]
+        params += [entry.post_id, payload_json]
     else:
         sql, params = _APPEND_SQL["sqlite"], [body_prefix]
     with connection.cursor() as cursor:
