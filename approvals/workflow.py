@@ -479,8 +479,6 @@ def _open_steps_for(post, user):
         )
         .order_by("stage", "pk")
     )
-    for step in steps:
-        step.is_active = step.state == ReviewStep.State.ACTIVE
     claimed = [step for step in steps if step.has_claims]
     prefetch_related_objects(
         claimed,

@@ -100,6 +100,10 @@ class ReviewStep(models.Model):
         )
 
     @property
+    def is_active(self):
+        return self.state == self.State.ACTIVE
+
+    @property
     def why(self):
         return "; ".join(f"{r['rule']} (v{r['version']})" for r in self.reasons)
 
