@@ -273,9 +273,9 @@ def webhook_receiver():
         yield receiver
 
 
-@pytest.fixture
-def hook_account(world, webhook_receiver):
-    """A validated webhook account of team Lyon, pointing at the receiver with a fresh secret."""
+def webhook_account(world, receiver):
+    """A validated webhook account of team Lyon, pointing at `receiver` with a fresh secret that
+    the receiver is given to verify signatures."""
     from approvals.models import SocialAccount
 
     account = SocialAccount(
@@ -283,10 +283,15 @@ def hook_account(world, webhook_receiver):
         network="webhook",
         name="Lyon intranet",
         handle="@lyon-hook",
-        settings={"url": webhook_receiver.url, "secret": ""},
+        settings={"url": receiver.url, "secret": ""},
         validated=True,
     )
     account.full_clean()  # generates the whsec_ secret
     account.save()
-    webhook_receiver.secret = account.settings["secret"]
+    receiver.secret = account.settings["secret"]
     return account
+
+
+@pytest.fixture
+def hook_account(world, webhook_receiver):
+    return webhook_account(world, webhook_receiver)

@@ -29,9 +29,9 @@ from django.db import connection
 from django.db.models import Count
 
 from approvals import workflow
-from approvals.models import LedgerEntry, Post, Publication, SocialAccount
+from approvals.models import LedgerEntry, Post, Publication
 from approvals.models.posts import State
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import REQUIRE_SERVICES, webhook_account
 from tests.faultkit import (
     CountingReceiver,
     RedisServer,
@@ -97,17 +97,7 @@ def test_every_post_arrives_exactly_once_through_worker_kills_and_a_redis_restar
     started = time.monotonic()
     passed = False
     with CountingReceiver(delay=0.01) as receiver, RedisServer(tmp_path / "redis") as redis:
-        account = SocialAccount(
-            team=world.lyon,
-            network="webhook",
-            name="Lyon intranet",
-            handle="@lyon-hook",
-            settings={"url": receiver.url, "secret": ""},
-            validated=True,
-        )
-        account.full_clean()  # generates the whsec_ secret
-        account.save()
-        receiver.secret = account.settings["secret"]
+        account = webhook_account(world, receiver)
 
         env = service_env(redis.url(), database_url(connection), **TIMINGS)
         the_worker = worker(env, tmp_path / "worker.log", name="fault")
