@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from approvals import workflow
-from approvals.models import Post, Publication
+from approvals.models import Notification, Post, Publication
 from approvals.models.posts import State
 
 from .faultkit import database_url, purge, service_env, worker
@@ -72,10 +72,25 @@ def test_a_real_worker_releases_and_delivers_through_redis(
         assert request.payload["data"]["content_hash"] == post.approved_revision.content_hash
         assert webhook_receiver.delivered_ids == [publication.idempotency_key]
         assert publication.external_id == "rcv-1"
-        # The delivery and the mail ran in the worker process, not eagerly in this one.
+        # The mails are their own task, which may still be running when the post is published.
+        unsent = Notification.objects.filter(post=post, digest=False, sent_at__isnull=True)
+        while unsent.exists() and time.monotonic() < deadline and the_worker.alive:
+            time.sleep(0.2)
+        assert not unsent.exists(), "the worker did not send the mails"
+        assert Notification.objects.filter(post=post, user=world.alice).exists()
+        # The delivery and the mail ran in the worker process, not eagerly in this one. The log
+        # line comes just after the task's commit, so it is waited for too.
+        succeeded = [
+            rf"Task approvals\.tasks\.{task}\[[^\]]+\] succeeded"
+            for task in ("deliver_publication", "send_notifications")
+        ]
+        while time.monotonic() < deadline and not all(
+            re.search(line, the_worker.log_tail()) for line in succeeded
+        ):
+            time.sleep(0.2)
         output = the_worker.log_tail()
-        for task in ("deliver_publication", "send_notifications"):
-            assert re.search(rf"Task approvals\.tasks\.{task}\[[^\]]+\] succeeded", output)
+        for line in succeeded:
+            assert re.search(line, output)
         passed = True
     finally:
         app.conf.task_always_eager = was_eager
