@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals import publishing, workflow
@@ -14,6 +15,7 @@ from approvals.models.posts import State
 from approvals.tasks import deliver_publication, release_due_posts
 
 from .conftest import enqueued_deliveries, released_with_approval
+from .fakes.kit import released as content
 
 pytestmark = pytest.mark.django_db
 
@@ -278,3 +280,19 @@ def test_a_delivery_that_keeps_losing_its_worker_ends_failed(
     assert "did not complete" in publication.error
     assert post.state == State.FAILED
     assert SandboxPost.objects.count() == 0
+
+
+def test_the_sandbox_accepts_one_post_per_key_and_answers_a_repeat_with_it(world):
+    sandbox, account = get_connector("sandbox"), world.lyon_sandbox
+    first = sandbox.publish(account, content(account, "Première version", ""), "key-1")
+    with CaptureQueriesContext(connection) as queries:
+        again = sandbox.publish(account, content(account, "Autre texte", ""), "key-1")
+    other = sandbox.publish(account, content(account, "Autre texte", ""), "key-2")
+
+    assert again == first  # the network's dedupe: the same post, same id and address
+    assert other != first
+    assert len(queries) == 1  # one statement, repeat or not
+    assert list(SandboxPost.objects.order_by("pk").values_list("idempotency_key", "text")) == [
+        ("key-1", "Première version"),  # the repeat did not overwrite what was published
+        ("key-2", "Autre texte"),
+    ]

@@ -1,4 +1,3 @@
-from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,16 +14,21 @@ class SandboxConnector(Connector):
     max_length = 500
 
     def publish(self, account, content, idempotency_key):
-        try:
-            with transaction.atomic():
-                post = SandboxPost.objects.create(
+        # One statement: a key published before returns its post (the network's dedupe); the
+        # no-op update on conflict is what makes the insert return the existing row's id.
+        [post] = SandboxPost.objects.bulk_create(
+            [
+                SandboxPost(
                     idempotency_key=idempotency_key,
                     account=account,
                     text=content.text,
                     link=content.link,
                 )
-        except IntegrityError:  # published before under this key: the network's dedupe
-            post = SandboxPost.objects.get(idempotency_key=idempotency_key)
+            ],
+            update_conflicts=True,
+            unique_fields=["idempotency_key"],
+            update_fields=["idempotency_key"],
+        )
         return self._delivered(account, post)
 
     def find_delivery(self, account, idempotency_key, content):
