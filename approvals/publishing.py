@@ -53,7 +53,10 @@ def create_publications(post, now=None):
     database), due at the publish time. Runs in the approval's transaction, under the post's
     lock; idempotent."""
     revision = post.approved_revision
-    due = post.publish_at or now or timezone.now()
+    now = now or timezone.now()
+    due = post.publish_at or now
+    # Due now: the release in this same transaction sends their messages on commit.
+    enqueued = now if due <= now else None
     made = Publication.objects.filter(revision=revision, account=OuterRef("pk"))
     accounts = list(revision.accounts.annotate(made=Exists(made)))
     existing = (
@@ -62,7 +65,9 @@ def create_publications(post, now=None):
         else []
     )
     missing = [
-        Publication(post=post, revision=revision, account=account, next_attempt_at=due)
+        Publication(
+            post=post, revision=revision, account=account, next_attempt_at=due, enqueued_at=enqueued
+        )
         for account in accounts
         if not account.made
     ]
@@ -89,7 +94,11 @@ def start_deliveries(post, publications=None, now=None):
     if publications is None:
         ids = list(post.publications.filter(state=P.PENDING).values_list("pk", flat=True))
     else:
-        ids = [publication.pk for publication in publications if publication.state == P.PENDING]
+        pending = [publication for publication in publications if publication.state == P.PENDING]
+        ids = [publication.pk for publication in pending]
+        # Those the approval has just written due now are stamped already: no second write.
+        if all(p.enqueued_at is not None and p.next_attempt_at <= now for p in pending):
+            return ids
     Publication.objects.filter(pk__in=ids).update(next_attempt_at=now, enqueued_at=now)
     return ids
 
