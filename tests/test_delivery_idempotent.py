@@ -296,3 +296,5 @@ def test_the_sandbox_accepts_one_post_per_key_and_answers_a_repeat_with_it(world
         ("key-1", "Première version"),  # the repeat did not overwrite what was published
         ("key-2", "Autre texte"),
     ]
+    published_at = SandboxPost.objects.get(idempotency_key="key-1").published_at
+    assert abs(timezone.now() - published_at) < timezone.timedelta(minutes=1)
