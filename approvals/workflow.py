@@ -71,8 +71,11 @@ def _lock(post_id, related=_RELATED):
         raise WorkflowError("This post does not exist.") from None
 
 
-def _move(post, transition_name, user, unmet=None):
-    """Run one named transition after checking its permission and conditions."""
+def _move(post, transition_name, user, unmet=None, *, save=True):
+    """Run one named transition after checking its permission and conditions.
+
+    `save=False` when another move follows in the same transaction and saves both.
+    """
     method = getattr(post, transition_name)
     if not can_proceed(method, check_conditions=False):
         raise Conflict(
@@ -85,6 +88,8 @@ def _move(post, transition_name, user, unmet=None):
         raise Conflict(unmet or "This post is not ready for that yet.")
     before = post.state
     method()
+    if not save:
+        return before
     try:
         post.save()
     except ConcurrentTransition:
@@ -362,7 +367,7 @@ def _enter_review(post, route, by, event, **payload):
     summary = {"revision": revision.number, "content_hash": revision.content_hash}
     ledger.append(event, actor=by, post=post, route=route.as_json(), **{**summary, **payload})
     if route.exempted_by is not None:
-        before = _move(post, "approve", None)
+        before = _move(post, "approve", None, save=not post.is_due())  # see _count_approval
         publications = _open_outbox(post)
         ledger.append(
             "post.approved",
@@ -681,7 +686,9 @@ def _count_approval(post, step, decision, open_steps):
         )
         notify.steps_opened(post, opened)
         return
-    before = _move(post, "approve", decision.reviewer)
+    # Due at once, the post is released (or, its approval lapsed already, expired) below, in
+    # this transaction: that move's write saves both.
+    before = _move(post, "approve", decision.reviewer, save=not post.is_due())
     publications = _open_outbox(post)
     ledger.append(
         "post.approved",
