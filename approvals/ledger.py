@@ -2,8 +2,10 @@
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
+from operator import itemgetter
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -88,32 +90,64 @@ _SHA256_HEX = {  # the hex sha256 of the UTF-8 bytes of a text, in each database
 }
 
 
+def _entry_hash_sql(vendor, prev_hash, body_prefix, prev_seq):
+    """entry_hash in SQL: sha256(prev_hash + body), where the body is the prefix append builds
+    (canonical JSON up to '"seq":') + the entry's seq (prev_seq + 1) + '}'."""
+    body = f"{body_prefix} || CAST({prev_seq} + 1 AS TEXT) || '}}'"
+    return _SHA256_HEX[vendor].format(f"{prev_hash} || {body}")
+
+
 def _advance_head_sql(vendor):
-    """Move the head one entry on; the new hash is entry_hash's: sha256(prev_hash + body), where
-    the body is the prefix passed as parameter (canonical JSON up to '"seq":') + seq + '}'.
+    """Move the head one entry on, hashing the entry whose body prefix is the parameter.
 
     The head row's lock, held until commit, serializes appenders; under READ COMMITTED a waiting
     UPDATE re-reads the row its predecessor committed, so there is neither fork nor gap.
     """
-    new_hash = _SHA256_HEX[vendor].format("hash || %s || CAST(seq + 1 AS TEXT) || '}'")
+    new_hash = _entry_hash_sql(vendor, "hash", "%s", "seq")
     return (
         f"UPDATE {HEAD_TABLE} SET prev_hash = hash, seq = seq + 1, hash = {new_hash}"
         " WHERE id = 1 RETURNING seq, prev_hash, hash"
     )
 
 
+_COLUMNS = "(seq, created_at, actor_id, actor, event, post_id, payload, prev_hash, hash)"
+_VALUES = "%s::timestamptz, %s::bigint, %s, %s, %s::bigint, %s::jsonb"  # created_at ... payload
+
 _APPEND_SQL = {
     # One statement: the head's update and the entry's insert in a data-modifying CTE.
     "postgresql": (
         f"WITH head AS ({_advance_head_sql('postgresql')})"
-        f" INSERT INTO {TABLE}"
-        " (seq, created_at, actor_id, actor, event, post_id, payload, prev_hash, hash)"
-        " SELECT seq, %s::timestamptz, %s::bigint, %s, %s, %s::bigint, %s::jsonb, prev_hash, hash"
+        f" INSERT INTO {TABLE} {_COLUMNS} SELECT seq, {_VALUES}, prev_hash, hash"
         " FROM head RETURNING id, seq, prev_hash, hash"
     ),
     # No DML in SQLite's CTEs: this advances the head, then the ORM inserts the entry.
     "sqlite": _advance_head_sql("sqlite"),
 }
+
+
+def _append_many_sql(count):
+    """PostgreSQL: append `count` entries in one statement. The head is read under its row lock
+    (a waiting FOR UPDATE re-reads the row its predecessor committed, as the single append's
+    UPDATE does), a recursive CTE chains the entries from it, the head moves to the last one."""
+    rows = ", ".join(f"({i}, %s, {_VALUES})" for i in range(1, count + 1))
+    new_hash = _entry_hash_sql("postgresql", "chain.hash", "input.body_prefix", "chain.seq")
+    return (
+        f"WITH RECURSIVE old AS (SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE),"
+        " input (i, body_prefix, created_at, actor_id, actor, event, post_id, payload)"
+        f" AS (VALUES {rows}),"
+        # Row 0 is the head; text, not varchar, so that both branches of the UNION agree.
+        " chain (i, seq, prev_hash, hash) AS ("
+        "SELECT 0, seq, CAST(NULL AS TEXT), CAST(hash AS TEXT) FROM old"
+        f" UNION ALL SELECT chain.i + 1, chain.seq + 1, chain.hash, {new_hash}"
+        " FROM chain JOIN input ON input.i = chain.i + 1),"
+        f" moved AS (UPDATE {HEAD_TABLE} SET seq = last.seq, prev_hash = last.prev_hash,"
+        " hash = last.hash FROM (SELECT * FROM chain ORDER BY i DESC LIMIT 1) AS last"
+        f" WHERE {HEAD_TABLE}.id = 1)"
+        f" INSERT INTO {TABLE} {_COLUMNS}"
+        " SELECT seq, created_at, actor_id, actor, event, post_id, payload, prev_hash, hash"
+        " FROM chain JOIN input USING (i) ORDER BY i RETURNING id, seq, prev_hash, hash"
+    )
+
 
 # The head row as the chain's last entry says (genesis when empty), {action} ON CONFLICT.
 # The WHERE is there for SQLite, which cannot parse INSERT ... SELECT ... ON CONFLICT without one.
@@ -150,10 +184,26 @@ def register_sqlite_functions(sender, connection, **kwargs):
         )
 
 
+@dataclass
+class _Pending:
+    """An entry built by append, not yet written: the head gives its seq and hashes."""
+
+    entry: LedgerEntry
+    body_prefix: str  # the hashed body up to its seq: see append
+    payload_json: str
+    marker: object = None  # see _Batch.add
+
+    def params(self):  # in the order of the append statements' placeholders
+        e = self.entry
+        params = [self.body_prefix, e.created_at, e.actor_id, e.actor, e.event, e.post_id]
+        return params + [self.payload_json]
+
+
 def append(event, *, actor=None, post=None, **payload):
-    """Append one entry. Must run inside the transaction of the change it records.
+    """Append one entry and return it. Must run inside the transaction of the change it records.
 
     PostgreSQL: one statement. SQLite: the head's UPDATE, then the entry's INSERT.
+    Inside `batch()` the entry is queued, None is returned, and the batch writes it.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("ledger.append must run inside the transaction it records")
@@ -180,29 +230,108 @@ def append(event, *, actor=None, post=None, **payload):
             "payload": payload,
         }
     )
-    body_prefix = body[:-1] + ',"seq":'
-    postgresql = connection.vendor == "postgresql"
-    if postgresql:
-        sql = _APPEND_SQL["postgresql"]
-        params = [body_prefix, entry.created_at, entry.actor_id, entry.actor, entry.event]
-        params += [entry.post_id, payload_json]
-    else:
-        sql, params = _APPEND_SQL["sqlite"], [body_prefix]
+    pending = _Pending(entry, body[:-1] + ',"seq":', payload_json)
+    queue = getattr(connection, "ledger_batch", None)
+    if queue is not None:
+        queue.add(pending)
+        return None
+    return _write(pending)
+
+
+def _execute(sql, params):
+    """Run an append statement and return its rows, rebuilding a missing head row first."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-        if row is None:  # no head row (a flush empties every table): rebuild it from the chain
+        rows = cursor.fetchall()
+        if not rows:  # no head row (a flush empties every table): rebuild it from the chain
             # DO NOTHING: of appenders racing here, one inserts and the others wait, then update it.
             cursor.execute(_HEAD_FROM_CHAIN_SQL.format(action="NOTHING"), [GENESIS_HASH] * 2)
             cursor.execute(sql, params)
-            row = cursor.fetchone()
-    if postgresql:
-        entry.id, entry.seq, entry.prev_hash, entry.hash = row
-        entry._state.adding, entry._state.db = False, connection.alias
+            rows = cursor.fetchall()
+    return rows
+
+
+def _written(entry, row):
+    entry.id, entry.seq, entry.prev_hash, entry.hash = row
+    entry._state.adding, entry._state.db = False, connection.alias
+
+
+def _write(pending):
+    entry = pending.entry
+    if connection.vendor == "postgresql":
+        [row] = _execute(_APPEND_SQL["postgresql"], pending.params())
+        _written(entry, row)
     else:
-        entry.seq, entry.prev_hash, entry.hash = row
+        [(entry.seq, entry.prev_hash, entry.hash)] = _execute(
+            _APPEND_SQL["sqlite"], [pending.body_prefix]
+        )
         entry.save(force_insert=True)
     return entry
+
+
+def _write_many(pending):
+    """PostgreSQL: the pending entries in one statement, chained as consecutive appends."""
+    params = [value for each in pending for value in each.params()]
+    rows = _execute(_append_many_sql(len(pending)), params)
+    for each, row in zip(pending, sorted(rows, key=itemgetter(1)), strict=True):  # by seq
+        _written(each.entry, row)
+
+
+class _Batch:
+    """The entries queued by batch() on one connection (so one thread), in append order."""
+
+    def __init__(self):
+        self.depth = len(connection.savepoint_ids)
+        self.pending = []
+        self.entries = []  # what batch() yields: filled when the batch is written
+
+    def add(self, pending):
+        if any(connection.savepoint_ids[self.depth :]):
+            # In a savepoint opened within the batch: should it roll back, the entry must go
+            # with it. Django drops the on-commit callbacks registered inside a savepoint that
+            # rolls back, so a no-op one tells, at write time, whether the savepoint stood.
+            pending.marker = lambda: None
+            transaction.on_commit(pending.marker)
+        self.pending.append(pending)
+
+    def write(self):
+        if connection.needs_rollback:  # the transaction can only roll back: nothing to write
+            return
+        standing = {None} | {func for _savepoints, func, *_ in connection.run_on_commit}
+        pending = [each for each in self.pending if each.marker in standing]
+        if connection.vendor == "postgresql" and len(pending) > 1:
+            _write_many(pending)
+        else:  # SQLite, or a single entry: the append statement, one entry at a time
+            for each in pending:
+                _write(each)
+        self.entries.extend(each.entry for each in pending)
+
+
+@contextmanager
+def batch():
+    """Write the entries appended inside the block when it exits, in one statement on
+    PostgreSQL: the same chain as as many appends, in fewer round trips.
+
+        with transaction.atomic(), ledger.batch() as entries:
+            ledger.append(...)  # queued: returns None
+        # entries: the LedgerEntry objects written, in append order
+
+    Must run inside the transaction it records. Nested blocks join the outermost, which writes.
+    A block that raises writes nothing: its entries go with the transaction the error rolls back.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("ledger.batch must run inside the transaction it records")
+    outer = getattr(connection, "ledger_batch", None)
+    if outer is not None:
+        yield outer.entries
+        return
+    # On the connection object: Django gives each thread its own, so batches never mix.
+    connection.ledger_batch = queue = _Batch()
+    try:
+        yield queue.entries
+    finally:
+        connection.ledger_batch = None
+    queue.write()
 
 
 @dataclass

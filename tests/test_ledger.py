@@ -261,3 +261,155 @@ def test_a_head_rewound_to_fork_the_chain_is_refused(chain, world):
     with pytest.raises(IntegrityError), transaction.atomic():
         ledger.append("test.event", actor=world.carla, n=5)
     assert ledger.verify() is None
+
+
+# --- batches: the entries of one transaction in one statement ----------------------------------
+
+
+def _assert_sound(entries):
+    """The entries are the chain's last, as consecutive appends leave them."""
+    stored = list(LedgerEntry.objects.order_by("seq"))
+    assert [(e.pk, e.seq, e.hash) for e in entries] == [
+        (e.pk, e.seq, e.hash) for e in stored[-len(entries) :]
+    ]
+    for previous, entry in zip(stored, stored[1:], strict=False):
+        assert (entry.seq, entry.prev_hash) == (previous.seq + 1, previous.hash)
+    assert all(entry.hash == _recomputed(entry) for entry in stored)
+    assert _head() == (stored[-1].seq, stored[-1].prev_hash, stored[-1].hash)
+    assert ledger.verify() is None
+
+
+@pytest.mark.postgres
+def test_a_batch_is_one_statement_on_postgresql(world):
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries, ledger.batch() as entries:
+            for n in range(3):
+                assert ledger.append("test.event", actor=world.carla, n=n) is None
+    assert len(queries) == 1, [q["sql"] for q in queries]
+    assert [e.payload["n"] for e in entries] == [0, 1, 2]
+    _assert_sound(entries)
+
+
+def test_batches_and_single_appends_make_one_chain(world):
+    entries = []
+    with transaction.atomic():
+        entries.append(ledger.append("test.single", actor=world.carla, n=0))
+        with ledger.batch() as batched:
+            ledger.append("test.batched", actor=world.carla, post=7, n=1)
+            ledger.append("test.batched", n=2)
+        entries += batched
+        entries.append(ledger.append("test.single", n=3))
+        for ns in ([4], [5, 6, 7]):
+            with ledger.batch() as batched:
+                for n in ns:
+                    ledger.append("test.batched", actor=world.rita, n=n)
+            entries += batched
+    assert [e.payload["n"] for e in entries] == list(range(8))
+    assert [e.seq for e in entries] == list(range(1, 9))
+    _assert_sound(entries)
+
+
+def test_a_nested_batch_is_written_by_the_outermost(world):
+    with transaction.atomic(), ledger.batch() as outer:
+        ledger.append("test.event", n=0)
+        with ledger.batch() as inner:
+            ledger.append("test.event", n=1)
+        assert inner is outer and not LedgerEntry.objects.exists()
+        with CaptureQueriesContext(connection) as queries:
+            ledger.append("test.event", n=2)
+    assert len(queries) == 0
+    assert [e.payload["n"] for e in outer] == [0, 1, 2]
+    _assert_sound(outer)
+
+
+def test_a_batch_that_raises_writes_nothing(world):
+    with transaction.atomic():
+        with (
+            CaptureQueriesContext(connection) as queries,
+            pytest.raises(ValueError),
+            ledger.batch() as dropped,
+        ):
+            ledger.append("test.event", n=0)
+            raise ValueError
+        assert len(queries) == 0 and dropped == []
+        entry = ledger.append("test.event", n=1)  # the chain goes on as if they never were
+    assert entry.seq == 1
+    _assert_sound([entry])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_outside_a_transaction_is_refused(world):
+    with pytest.raises(RuntimeError, match="inside the transaction"), ledger.batch():
+        pass
+    with transaction.atomic(), ledger.batch():  # and the refusal left no batch open
+        pass
+    with transaction.atomic():
+        assert ledger.append("test.event") is not None
+
+
+def test_awkward_payloads_in_a_batch_hash_as_entry_hash_does(world):
+    """The batch hashes in SQL what a single append does: the same body, the same sha256."""
+    with transaction.atomic():
+        single = ledger.append("test.awkward", actor=world.carla, post=7, **AWKWARD_PAYLOADS[0])
+        with ledger.batch() as batched:
+            for payload in AWKWARD_PAYLOADS:
+                ledger.append("test.awkward", actor=world.carla, post=7, **payload)
+            ledger.append("test.awkward", actor=None, post=None, **{"x": "\\"})
+    assert [e.payload for e in batched] == [*AWKWARD_PAYLOADS, {"x": "\\"}]
+    assert batched[0].hash == ledger.entry_hash(
+        single.hash, single.seq + 1, batched[0].created_at, *_fields(single)
+    )
+    _assert_sound([single, *batched])
+
+
+def _fields(entry):
+    return entry.actor_id, entry.actor, entry.event, entry.post_id, entry.payload
+
+
+def test_a_batch_rebuilds_a_missing_head_row(chain):
+    LedgerHead.objects.all().delete()
+    with transaction.atomic(), ledger.batch() as entries:
+        ledger.append("test.event", n=5)
+        ledger.append("test.event", n=6)
+    assert (entries[0].seq, entries[0].prev_hash) == (chain[-1].seq + 1, chain[-1].hash)
+    _assert_sound(entries)
+
+
+def test_a_savepoint_rolled_back_inside_a_batch_takes_its_entries(world):
+    """As without a batch: what a rolled-back savepoint appended is not written, the rest is."""
+    with transaction.atomic(), ledger.batch() as entries:
+        ledger.append("test.event", n=0)
+        with pytest.raises(ValueError), transaction.atomic():
+            ledger.append("test.event", n=99)
+            raise ValueError
+        with transaction.atomic():
+            ledger.append("test.event", n=1)
+        ledger.append("test.event", n=2)
+    assert [e.payload["n"] for e in entries] == [0, 1, 2]
+    _assert_sound(entries)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_belongs_to_its_thread(world):
+    """Another thread appending meanwhile writes at once, and the batch follows its entry."""
+    from threading import Thread
+
+    others = []
+
+    def append_elsewhere():
+        try:
+            with transaction.atomic():
+                others.append(ledger.append("test.other"))
+        finally:
+            connection.close()
+
+    with transaction.atomic(), ledger.batch() as entries:
+        ledger.append("test.event", n=0)
+        thread = Thread(target=append_elsewhere)
+        thread.start()
+        thread.join()
+        ledger.append("test.event", n=1)
+    assert others[0] is not None and others[0].seq == 1
+    assert [e.seq for e in entries] == [2, 3]
+    _assert_sound(entries)

@@ -1,4 +1,5 @@
-"""8 OS processes append to the ledger at once for 10 s: no fork, no gap, every hash verifies."""
+"""8 OS processes append to the ledger at once for 10 s, some one entry per transaction, some in
+batches: no fork, no gap, every hash verifies."""
 
 import os
 import subprocess
@@ -19,23 +20,25 @@ ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 8
 SECONDS = 10
 
-# Each process: its own connection, each append in its own transaction, from a common start time
-# (so they all contend) until the deadline; prints how many appends it committed.
+# Each process: its own connection, `size` appends per transaction in a ledger.batch (one entry
+# takes the single append's statement), from a common start time (so they all contend) until the
+# deadline; prints how many appends it committed.
 APPENDER = """
 import os, sys, time
 import django
 django.setup()
 from django.db import connection, transaction
 from approvals import ledger
-start_at, seconds = float(sys.argv[1]), float(sys.argv[2])
+start_at, seconds, size = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 connection.ensure_connection()
 count = 0
 while time.time() < start_at:
     time.sleep(0.001)
 while time.time() < start_at + seconds:
-    with transaction.atomic():
-        ledger.append("test.concurrent", post=os.getpid(), n=count)
-    count += 1
+    with transaction.atomic(), ledger.batch():
+        for _ in range(size):
+            ledger.append("test.concurrent", post=os.getpid(), n=count)
+            count += 1
 connection.close()
 print(count)
 """
@@ -49,16 +52,17 @@ def test_eight_processes_appending_at_once_leave_one_sound_chain():
         "PYTHONUNBUFFERED": "1",
     }
     start_at = time.time() + 3  # time for every process to start and connect
+    sizes = [1 + n % 3 for n in range(PROCESSES)]  # entries per transaction
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", APPENDER, str(start_at), str(SECONDS)],
+            [sys.executable, "-c", APPENDER, str(start_at), str(SECONDS), str(size)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(PROCESSES)
+        for size in sizes
     ]
     counts = []
     for process in processes:
@@ -76,9 +80,14 @@ def test_eight_processes_appending_at_once_leave_one_sound_chain():
         )
         assert cursor.fetchall() == [], "a fork: two entries share a predecessor"
     # Every process's appends are there, in the order it made them.
-    by_process = {}
-    for post_id, n in LedgerEntry.objects.order_by("seq").values_list("post_id", "payload__n"):
+    by_process, by_transaction = {}, {}
+    size_of = {process.pid: size for process, size in zip(processes, sizes, strict=True)}
+    rows = LedgerEntry.objects.order_by("seq").values_list("seq", "post_id", "payload__n")
+    for seq, post_id, n in rows:
         by_process.setdefault(post_id, []).append(n)
+        by_transaction.setdefault((post_id, n // size_of[post_id]), []).append(seq)
     assert sorted(len(ns) for ns in by_process.values()) == sorted(counts)
     assert all(ns == list(range(len(ns))) for ns in by_process.values())
+    # A batch's entries follow each other: no other process's entry between them.
+    assert all(seqs[-1] - seqs[0] == len(seqs) - 1 for seqs in by_transaction.values())
     assert ledger.verify() is None
