@@ -1,11 +1,13 @@
 """The only code that moves a Post between states.
 
 Each function validates and locks the post row first, then changes data and writes its ledger
-entry and its notifications (an outbox) in the same transaction, then schedules side effects
-with transaction.on_commit.
+entries and its notifications (an outbox) in the same transaction, then schedules side effects
+with transaction.on_commit. The ledger entries of an action are written together as its
+transaction ends (`_transaction`, `ledger.batch`).
 """
 
 from dataclasses import dataclass
+from functools import wraps
 
 from django.conf import settings
 from django.db import transaction
@@ -58,6 +60,18 @@ class Conflict(WorkflowError):
     """Someone else acted first, or the content changed since the form was shown."""
 
     status = 409
+
+
+def _transaction(action):
+    """A workflow action: one transaction, whose ledger entries are written together as it
+    ends (one statement on PostgreSQL: see ledger.batch)."""
+
+    @wraps(action)
+    def atomic_action(*args, **kwargs):
+        with transaction.atomic(), ledger.batch():
+            return action(*args, **kwargs)
+
+    return atomic_action
 
 
 _RELATED = ("current_revision", "approved_revision", "team", "author")
@@ -211,7 +225,7 @@ def _revision_summary(revision, content=None):
     }
 
 
-@transaction.atomic
+@_transaction
 def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=None):
     membership = getattr(author, "membership", None)
     if membership is None:
@@ -230,7 +244,7 @@ def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at
     return post
 
 
-@transaction.atomic
+@_transaction
 def edit_post(
     post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=KEEP
 ):
@@ -383,7 +397,7 @@ def _enter_review(post, route, by, event, **payload):
         notify.steps_opened(post, opened)
 
 
-@transaction.atomic
+@_transaction
 def submit(post_id, by, *, comment=""):
     post = _lock(post_id)
     if by.pk != post.author_id:
@@ -429,7 +443,7 @@ def _close_open_steps(post, state=ReviewStep.State.CANCELLED):
     StepClaim.objects.filter(step__post=post).delete()
 
 
-@transaction.atomic
+@_transaction
 def withdraw(post_id, by, *, reason=""):
     post = _lock(post_id)
     before = _move(post, "withdraw", by)
@@ -590,7 +604,7 @@ def _claimed_by_others(step, user):
     return live[0] if step.approval_count + len(live) >= step.quorum else None
 
 
-@transaction.atomic
+@_transaction
 def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
     """A reviewer's decision on one step of the revision whose hash their screen showed."""
     if outcome not in _OUTCOME_TRANSITIONS:
@@ -719,7 +733,7 @@ def _release_if_due(post, publications=None):
         _release(post, publications)
 
 
-@transaction.atomic
+@_transaction
 def claim(post_id, by, *, step_id=None):
     """Take one of the approvals a step still needs, so others see who is on it."""
     post = _lock(post_id)
@@ -736,7 +750,7 @@ def claim(post_id, by, *, step_id=None):
     return claim
 
 
-@transaction.atomic
+@_transaction
 def release_claim(post_id, by, *, claim_id):
     """The reviewer gives the step back, or a compliance admin releases someone's claim."""
     post = _lock(post_id)
@@ -762,7 +776,7 @@ def _claim_lapse():
     return timezone.timedelta(minutes=settings.REVIEWFLOW["CLAIM_MINUTES"])
 
 
-@transaction.atomic
+@_transaction
 def release(post_id):
     """The beat's release of an approved post whose publish time has come; expire it if its
     approval lapsed. (A post due at once is released in the approval's own transaction.)
@@ -813,7 +827,7 @@ _SETTLE_TRANSITIONS = {
 }
 
 
-@transaction.atomic
+@_transaction
 def settle(post_id, record=None):
     """After a delivery: published when all are delivered, partially published when some are
     and the others failed for good, failed when none is.
@@ -842,7 +856,7 @@ def settle(post_id, record=None):
     return post
 
 
-@transaction.atomic
+@_transaction
 def retry(post_id, by):
     """Publish again what failed, and only that: delivered publications stay as they are."""
     post = _lock(post_id)
@@ -888,7 +902,7 @@ def escalate_overdue(now=None):
     return escalated
 
 
-@transaction.atomic
+@_transaction
 def _escalate(post_id, step_ids, now):
     post = _lock(post_id)
     if post.state != State.IN_REVIEW:
@@ -992,7 +1006,7 @@ def flag_publish_at_risk(now=None):
     return [post_id for post_id in at_risk if _flag_at_risk(post_id, now)]
 
 
-@transaction.atomic
+@_transaction
 def _flag_at_risk(post_id, now):
     post = _lock(post_id)
     if (
@@ -1025,7 +1039,7 @@ def _flag_at_risk(post_id, now):
 # --- Take-down and approval expiry ---------------------------------------------------------------
 
 
-@transaction.atomic
+@_transaction
 def retract(post_id, by, *, reason):
     """Take a post down from every network it went to: the author or a compliance admin.
 
@@ -1051,7 +1065,7 @@ def retract(post_id, by, *, reason):
     return post
 
 
-@transaction.atomic
+@_transaction
 def retry_retract(post_id, by):
     """Try again the deletions of a retracted post that failed."""
     post = _lock(post_id)
@@ -1091,7 +1105,7 @@ def warn_expiring(now=None):
     return [post_id for post_id in expiring_post_ids(now) if _warn_expiring(post_id, now)]
 
 
-@transaction.atomic
+@_transaction
 def _warn_expiring(post_id, now):
     post = _lock(post_id)
     if post.state != State.APPROVED or post.expiry_warned_at is not None:
