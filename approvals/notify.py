@@ -6,15 +6,19 @@ and, once those rows are committed, enqueues the mailing of the immediate ones
 (`tasks.send_notifications`); rows of people who chose the daily digest wait for
 `tasks.send_digests`. Only people who may see the post are told: the author, and
 members of the step's groups who are granted review on the post's team (never the author).
+
+Sending takes rows with a lease (`_claim`), mails them with no transaction open, then marks them
+sent: a row is mailed at least once, and by one runner at a time while its lease holds.
 """
 
 import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import EmptyResultSet
 from django.core.mail import send_mail
-from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db import connection, transaction
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator
@@ -252,52 +256,85 @@ def approval_expiring(post_id):
 # --- Sending --------------------------------------------------------------------------------------
 
 
-def _claim(rows, now):
-    """Mark rows sent unless someone else did; True when all of them were ours."""
-    pks = [row.pk for row in rows]
-    claimed = Notification.objects.filter(pk__in=pks, sent_at__isnull=True).update(sent_at=now)
-    if claimed != len(pks):
-        transaction.set_rollback(True)
-        return False
-    return True
+# How long a runner holds the rows it claimed (`Notification.sending_until`): long enough for a
+# slow SMTP batch; past it the runner is taken for dead and a sweep may claim its rows again. A
+# runner starts no mail in the second half of its lease, so two never mail one row at once.
+SENDING_LEASE = timezone.timedelta(minutes=10)
 
 
-def _unsent(**filters):
-    return (
-        Notification.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("user")
-        .filter(sent_at__isnull=True, **filters)
-        .order_by("created_at", "pk")
+def _claim(rows, now, until):
+    """Lease the free rows of `rows` (a queryset) until `until` and read them: one statement.
+
+    Free: unsent, and held by no one or by a lease expired at `now`. One UPDATE ... RETURNING
+    (the ORM has none; PostgreSQL, SQLite >= 3.35) commits at once, so no transaction stays open
+    while mailing. On PostgreSQL the subquery skips rows another claim is locking and re-checks
+    the lease of a row changed under it; SQLite runs one writer at a time. The rows come back
+    oldest first, each with `email`, its user's address now.
+    """
+    free = rows.filter(
+        Q(sending_until__isnull=True) | Q(sending_until__lte=now), sent_at__isnull=True
     )
+    try:
+        select, params = free.order_by().values("pk").query.sql_with_params()
+    except EmptyResultSet:  # no ids
+        return []
+    if connection.features.has_select_for_update_skip_locked:
+        select += " FOR UPDATE SKIP LOCKED"
+    quote = connection.ops.quote_name
+    User = get_user_model()
+
+    def column(model, name):
+        return f"{quote(model._meta.db_table)}.{quote(model._meta.get_field(name).column)}"
+
+    lease = Notification._meta.get_field("sending_until")
+    claimed = Notification.objects.raw(
+        f"UPDATE {quote(Notification._meta.db_table)} SET {quote(lease.column)} = %s "
+        f"WHERE {column(Notification, 'id')} IN ({select}) RETURNING "
+        + ", ".join(column(Notification, name) for name in ("id", "subject", "body", "created_at"))
+        + f", (SELECT {column(User, 'email')} FROM {quote(User._meta.db_table)} "
+        f"WHERE {column(User, User._meta.pk.name)} = {column(Notification, 'user')}) AS email",
+        [lease.get_db_prep_value(until, connection), *params],
+    )
+    return sorted(claimed, key=lambda row: (row.created_at, row.pk))
+
+
+def _finish(claimed, sent, until):
+    """One UPDATE: the `sent` rows are marked sent, all `claimed` ones leave our lease (the
+    others go back to the sweep). A row another runner claimed since our lease expired is its."""
+    if claimed:
+        Notification.objects.filter(pk__in=[row.pk for row in claimed], sending_until=until).update(
+            sending_until=None,
+            # NULL (still unsent) for the rows not in `sent`
+            sent_at=Case(When(pk__in=[row.pk for row in sent], then=Value(timezone.now()))),
+        )
 
 
 def send_immediate(notification_ids=None):
     """Mail immediate rows, one mail each; without ids, the ones whose task was lost.
 
-    One transaction locks the rows (two runners never send the same row), sends, and marks
-    what was sent: a failed send leaves that row and the ones after it unsent, for the sweep.
+    Two statements: the claim that reads the rows, then the mark, after the mails. A failed
+    send leaves that row and the ones after it unsent, for the sweep, and is raised once the
+    rows mailed so far are marked. A row whose user has no email left is marked without mail.
     """
-    pending = {"digest": False}
+    now = timezone.now()
+    rows = Notification.objects.filter(digest=False)
     if notification_ids is None:
-        pending["created_at__lte"] = timezone.now() - STALLED_AFTER
+        rows = rows.filter(created_at__lte=now - STALLED_AFTER)
     else:
-        pending["pk__in"] = notification_ids
-    sent, mailed, failure = [], 0, None
-    with transaction.atomic():
-        for row in _unsent(**pending):
-            try:
-                if row.user.email:
-                    send_mail(row.subject, row.body, None, [row.user.email])
-                    mailed += 1
-            except Exception as error:  # raised once the rows mailed so far are marked
-                failure = error
+        rows = rows.filter(pk__in=notification_ids)
+    until = now + SENDING_LEASE
+    claimed = _claim(rows, now, until)
+    sent = []
+    try:
+        for row in claimed:
+            if timezone.now() >= now + SENDING_LEASE / 2:  # the rest is left to the sweep
                 break
-            sent.append(row.pk)
-        if sent:
-            Notification.objects.filter(pk__in=sent).update(sent_at=timezone.now())
-    if failure is not None:
-        raise failure
-    return mailed
+            if row.email:
+                send_mail(row.subject, row.body, None, [row.email])
+            sent.append(row)
+    finally:
+        _finish(claimed, sent, until)
+    return sum(1 for row in sent if row.email)
 
 
 def send_digests():
@@ -311,24 +348,30 @@ def send_digests():
 
 
 def _send_digest(user_id):
-    with transaction.atomic():
-        rows = list(_unsent(user_id=user_id, digest=True))
-        if not rows or not _claim(rows, timezone.now()):
-            return 0
-        email = rows[0].user.email
-        if not email:
-            return 0
-        items = "\n\n".join(
-            f"{index}. {row.subject}\n   {_when(row.created_at)}\n"
-            + "\n".join(f"   {line}" if line else "" for line in row.body.strip().splitlines())
-            for index, row in enumerate(rows, start=1)
-        )
-        send_mail(
-            f"ReviewFlow digest: {len(rows)} notification{'s' if len(rows) > 1 else ''}",
-            f"What happened in your reviews since the last digest:\n\n{items}\n\n"
-            f"Change how you are notified: "
-            f"{settings.REVIEWFLOW['BASE_URL'].rstrip('/')}{reverse('notification_preferences')}\n",
-            None,
-            [email],
-        )
-        return 1
+    """Claim, mail and mark this person's unsent digest rows, as `send_immediate` does (without
+    an email address left, they are marked without mail)."""
+    now = timezone.now()
+    until = now + SENDING_LEASE
+    rows = _claim(Notification.objects.filter(user_id=user_id, digest=True), now, until)
+    if not rows:
+        return 0
+    email, sent = rows[0].email, []
+    try:
+        if email:
+            items = "\n\n".join(
+                f"{index}. {row.subject}\n   {_when(row.created_at)}\n"
+                + "\n".join(f"   {line}" if line else "" for line in row.body.strip().splitlines())
+                for index, row in enumerate(rows, start=1)
+            )
+            send_mail(
+                f"ReviewFlow digest: {len(rows)} notification{'s' if len(rows) > 1 else ''}",
+                f"What happened in your reviews since the last digest:\n\n{items}\n\n"
+                f"Change how you are notified: "
+                f"{settings.REVIEWFLOW['BASE_URL'].rstrip('/')}{reverse('notification_preferences')}\n",
+                None,
+                [email],
+            )
+        sent = rows
+    finally:
+        _finish(rows, sent, until)
+    return 1 if email else 0

@@ -1,19 +1,49 @@
 """Email notifications: who is told what, immediate mails or a daily digest, never twice."""
 
 import re
+import smtplib
+import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals import tasks, workflow
+from approvals import notify, tasks, workflow
 from approvals.models import Notification, NotificationPreference
+
+from .conftest import at_once
 
 pytestmark = pytest.mark.django_db
 
 
 def new_post(world, text="Livret A: 3% net."):
     return workflow.create_post(world.alice, text=text, account_ids=[world.lyon_sandbox.pk])
+
+
+def written(user, subject, minutes_ago=0, **extra):
+    """An immediate row, as `notify._notify` writes it, `minutes_ago` old."""
+    created_at = timezone.now() - timezone.timedelta(minutes=minutes_ago)
+    return Notification.objects.create(
+        user=user, kind="decision", subject=subject, body="-", created_at=created_at, **extra
+    )
+
+
+def smtp(monkeypatch, refuse=(), delay=0):
+    """The mail server as `notify` talks to it: refuses these subjects, takes `delay` seconds per
+    mail; returns what was seen at each attempt: (subject, a transaction was open)."""
+    attempts, real = [], notify.send_mail
+
+    def send_mail(subject, *args):
+        attempts.append((subject, connection.in_atomic_block))
+        time.sleep(delay)
+        if subject in refuse:
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        return real(subject, *args)
+
+    monkeypatch.setattr(notify, "send_mail", send_mail)
+    return attempts
 
 
 def test_submit_mails_each_reviewer_of_the_group_once_not_the_author_nor_other_teams(
@@ -123,6 +153,116 @@ def test_people_without_an_email_address_get_no_row(
     assert not Notification.objects.filter(user=world.sam).exists()
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_events_mails_cost_two_statements_and_no_transaction_is_open_while_mailing(
+    world, mailoutbox, monkeypatch
+):
+    rows = [written(world.rita, "To Rita"), written(world.sam, "To Sam")]
+    attempts = smtp(monkeypatch)
+    with CaptureQueriesContext(connection) as queries:
+        assert notify.send_immediate([row.pk for row in rows]) == 2
+    # The claim that reads the rows with their user's address, then the mark.
+    assert [q["sql"].split()[0] for q in queries] == ["UPDATE", "UPDATE"], queries.captured_queries
+    assert attempts == [("To Rita", False), ("To Sam", False)]
+    assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
+    assert not Notification.objects.filter(sent_at=None).exists()
+    assert not Notification.objects.exclude(sending_until=None).exists()
+
+
+def test_a_row_another_runner_is_mailing_is_not_mailed_again(world, mailoutbox):
+    row = written(world.sam, "Hello", minutes_ago=10)
+    now = timezone.now()
+    until = now + notify.SENDING_LEASE
+    [claimed] = notify._claim(Notification.objects.filter(pk=row.pk), now, until)
+    assert claimed.email == "sam@example.com"
+    tasks.send_notifications.delay([row.pk])  # a duplicated message
+    tasks.send_notifications.delay()  # the sweep
+    assert mailoutbox == []
+    notify._finish([claimed], [claimed], until)  # the first runner is done
+    row.refresh_from_db()
+    assert row.sent_at is not None and row.sending_until is None
+
+
+def test_the_sweep_takes_the_rows_of_a_runner_whose_lease_expired(world, mailoutbox):
+    expired = written(world.sam, "Runner died", minutes_ago=30)
+    held = written(world.rita, "Runner mailing", minutes_ago=30)
+    Notification.objects.filter(pk=expired.pk).update(
+        sending_until=timezone.now() - timezone.timedelta(seconds=1)
+    )
+    Notification.objects.filter(pk=held.pk).update(
+        sending_until=timezone.now() + timezone.timedelta(minutes=5)
+    )
+    tasks.send_notifications.delay()
+    assert [m.subject for m in mailoutbox] == ["Runner died"]
+    assert list(Notification.objects.filter(sent_at=None)) == [held]
+
+
+def test_a_failed_send_leaves_that_row_and_the_later_ones_to_the_next_sweep(
+    world, mailoutbox, monkeypatch
+):
+    rows = [written(world.sam, subject, minutes_ago=10 - n) for n, subject in enumerate("ABC")]
+    refused = {"B"}
+    attempts = smtp(monkeypatch, refuse=refused)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        tasks.send_notifications.delay([row.pk for row in rows])
+    assert [subject for subject, _ in attempts] == ["A", "B"]
+    assert [m.subject for m in mailoutbox] == ["A"]
+    unsent = Notification.objects.filter(sent_at=None)
+    assert [row.subject for row in unsent] == ["B", "C"]
+    assert not unsent.exclude(sending_until=None).exists()  # free for the sweep at once
+
+    refused.clear()  # the server is back
+    tasks.send_notifications.delay()
+    assert [m.subject for m in mailoutbox] == ["A", "B", "C"]
+    assert not Notification.objects.filter(sent_at=None).exists()
+
+
+def test_a_runner_starts_no_mail_in_the_second_half_of_its_lease(world, mailoutbox, monkeypatch):
+    rows = [written(world.sam, subject, minutes_ago=10 - n) for n, subject in enumerate("AB")]
+    monkeypatch.setattr(notify, "SENDING_LEASE", timezone.timedelta(seconds=1))
+    smtp(monkeypatch, delay=0.6)  # past half the lease once A is mailed
+    assert notify.send_immediate([row.pk for row in rows]) == 1
+    assert [m.subject for m in mailoutbox] == ["A"]
+    [left] = Notification.objects.filter(sent_at=None)
+    assert left.subject == "B" and left.sending_until is None  # the sweep's, before a new lease
+
+
+def test_a_row_whose_user_lost_their_email_is_marked_sent_without_mail(world, mailoutbox):
+    row = written(world.sam, "Hello")
+    world.sam.email = ""
+    world.sam.save()
+    assert notify.send_immediate([row.pk]) == 0
+    assert mailoutbox == []
+    row.refresh_from_db()
+    assert row.sent_at is not None
+
+
+def test_a_failed_digest_is_sent_by_the_next_run(world, mailoutbox, monkeypatch):
+    NotificationPreference.objects.create(user=world.rita, mode="digest")
+    written(world.rita, "Item", digest=True)
+    smtp(monkeypatch, refuse={"ReviewFlow digest: 1 notification"})
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        notify.send_digests()
+    assert Notification.objects.get().sending_until is None
+    monkeypatch.undo()
+    assert notify.send_digests() == 1
+    assert [m.subject for m in mailoutbox] == ["ReviewFlow digest: 1 notification"]
+    assert not Notification.objects.filter(sent_at=None).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runners_mail_each_row_once(world, mailoutbox):
+    rows = [written(user, f"To {user}", minutes_ago=10) for user in (world.rita, world.sam)]
+    rows += [written(world.alice, f"Item {n}", minutes_ago=10) for n in range(6)]
+    ids = [row.pk for row in rows]
+    # Duplicated task messages and sweeps, all at once.
+    at_once(6, lambda n: notify.send_immediate(ids if n % 2 else None))
+    assert sorted(m.subject for m in mailoutbox) == sorted(row.subject for row in rows)
+    assert not Notification.objects.filter(sent_at=None).exists()
+
+
 # --- Preferences page -----------------------------------------------------------------------------
 
 
@@ -151,10 +291,6 @@ def test_preferences_page_saves_the_choice(client, world):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_digest_runs_send_each_digest_once(world, mailoutbox):
-    from approvals import notify
-
-    from .conftest import at_once
-
     for user in (world.rita, world.sam):
         NotificationPreference.objects.create(user=user, mode="digest")
         Notification.objects.bulk_create(

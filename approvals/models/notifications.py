@@ -27,7 +27,7 @@ class NotificationPreference(models.Model):
 
 
 class Notification(models.Model):
-    """One message to one person: the outbox. A row is mailed once, then marked sent."""
+    """One message to one person: the outbox. A row is mailed, then marked sent."""
 
     class Kind(models.TextChoices):
         REVIEW_REQUESTED = "review_requested", "Review requested"
@@ -50,6 +50,8 @@ class Notification(models.Model):
     digest = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set while a runner mails the row (approvals.notify._claim); past it, another may take it.
+    sending_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
