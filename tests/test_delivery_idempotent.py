@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from approvals import publishing, workflow
 from approvals.connectors import ReleasedContent, get_connector
-from approvals.models import LedgerEntry, Post, Publication, SandboxPost
+from approvals.models import LedgerEntry, Post, Publication, SandboxPost, Tag
 from approvals.models.posts import State
 from approvals.tasks import deliver_publication, release_due_posts
 
@@ -298,3 +298,22 @@ def test_the_sandbox_accepts_one_post_per_key_and_answers_a_repeat_with_it(world
     ]
     published_at = SandboxPost.objects.get(idempotency_key="key-1").published_at
     assert abs(timezone.now() - published_at) < timezone.timedelta(minutes=1)
+
+
+def test_released_content_reads_the_accounts_and_tags_as_stored_now(world):
+    """The release gate's hash covers the revision's accounts and tags as the database holds
+    them at delivery: a target or a tag added behind the workflow's back does not match."""
+    tag = Tag.objects.create(name="Campagne")
+    post = workflow.create_post(
+        world.alice, text=TEXT, account_ids=[world.lyon_sandbox.pk], tag_ids=[tag.pk]
+    )
+    revision = post.current_revision
+    content = ReleasedContent.of(revision)
+    assert (content.account_ids, content.tag_ids) == ((world.lyon_sandbox.pk,), (tag.pk,))
+    assert content.hash_matches()
+
+    revision.tags.add(Tag.objects.create(name="Ajouté en douce"))
+    assert not ReleasedContent.of(revision).hash_matches()
+    revision.tags.set([tag])
+    revision.accounts.add(world.paris_sandbox)
+    assert not ReleasedContent.of(revision).hash_matches()

@@ -1,6 +1,7 @@
 import hashlib
 from dataclasses import dataclass
 
+from django.db.models import Value
 from django.utils import timezone
 
 from approvals.models.posts import content_hash
@@ -43,12 +44,20 @@ class ReleasedContent:
 
     @classmethod
     def of(cls, revision):
+        # The accounts and tags as the database holds them now, both in one read.
+        accounts = revision.accounts.through.objects.filter(revision_id=revision.pk)
+        tags = revision.tags.through.objects.filter(revision_id=revision.pk)
+        ids = {"account": [], "tag": []}
+        for kind, pk in accounts.values_list(Value("account"), "socialaccount_id").union(
+            tags.values_list(Value("tag"), "tag_id"), all=True
+        ):
+            ids[kind].append(pk)
         return cls(
             text=revision.text,
             link=revision.link,
-            account_ids=tuple(sorted(revision.accounts.values_list("pk", flat=True))),
+            account_ids=tuple(sorted(ids["account"])),
             content_hash=revision.content_hash,
-            tag_ids=tuple(sorted(revision.tags.values_list("pk", flat=True))),
+            tag_ids=tuple(sorted(ids["tag"])),
             image_path=revision.image.path if revision.image else "",
             image_sha256=revision.image_sha256,
             post_id=revision.post_id,
