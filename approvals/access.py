@@ -19,7 +19,7 @@ from .models import (
     TeamUserObjectPermission,
 )
 from .models.policy import Severity
-from .models.posts import State
+from .models.posts import State, with_review_grant
 
 
 def user_groups(user):
@@ -75,7 +75,8 @@ def visible_posts(user):
 def post_for_user(user, pk):
     """The post, or 404 (never 403: a forged id must not tell whether the post exists)."""
     try:
-        return visible_posts(user).select_related("current_revision", "team", "author").get(pk=pk)
+        posts = visible_posts(user).select_related("current_revision", "team", "author")
+        return with_review_grant(posts, user).get(pk=pk)  # the page asks may_decide
     except (Post.DoesNotExist, ValueError):
         raise Http404("No such post") from None
 

@@ -38,7 +38,14 @@ from .models import (
     StepClaim,
     Tag,
 )
-from .models.posts import EDITABLE_STATES, State, content_hash, may_decide, may_retry
+from .models.posts import (
+    EDITABLE_STATES,
+    State,
+    content_hash,
+    may_decide,
+    may_retry,
+    with_review_grant,
+)
 from .text import clean_text
 
 
@@ -77,10 +84,14 @@ def _transaction(action):
 _RELATED = ("current_revision", "approved_revision", "team", "author")
 
 
-def _lock(post_id, related=_RELATED):
-    """The post, its row locked until commit, with `related` read along (what most moves read)."""
+def _lock(post_id, related=_RELATED, reviewer=None):
+    """The post, its row locked until commit, with `related` read along (what most moves read)
+    and, given a `reviewer`, whether they are granted review on its team (see may_decide)."""
+    posts = Post.objects.select_for_update(of=("self",)).select_related(*related)
+    if reviewer is not None:
+        posts = with_review_grant(posts, reviewer)
     try:
-        return Post.objects.select_for_update(of=("self",)).select_related(*related).get(pk=post_id)
+        return posts.get(pk=post_id)
     except Post.DoesNotExist:
         raise WorkflowError("This post does not exist.") from None
 
@@ -612,7 +623,7 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
     reason = clean_text(reason or "").strip()
     if outcome != Decision.Outcome.APPROVE and not reason:
         raise ContentError({"reason": "Say why, so the author knows what to change."})
-    post = _lock(post_id)
+    post = _lock(post_id, reviewer=by)
     if by.pk == post.author_id:
         raise NotAllowed("You cannot decide on your own post.")
     if post.state != State.IN_REVIEW:
@@ -736,7 +747,7 @@ def _release_if_due(post, publications=None):
 @_transaction
 def claim(post_id, by, *, step_id=None):
     """Take one of the approvals a step still needs, so others see who is on it."""
-    post = _lock(post_id)
+    post = _lock(post_id, reviewer=by)
     if by.pk == post.author_id or not may_decide(post, by):
         raise NotAllowed("You cannot take this post for review.")
     if post.state != State.IN_REVIEW:

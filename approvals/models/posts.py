@@ -48,16 +48,30 @@ def may_decide(post, user):
     """Granted review on the post's team (guardian), and not its author.
 
     Asked several times per decision (the checks, the transition, the page): answered once per
-    post instance, which lives for one request or one locked transaction.
+    post instance, which lives for one request or one locked transaction, or by the query that
+    read the post (`with_review_grant`).
     """
     if user.pk == post.author_id or not user.is_active:
         return False
-    granted = post.__dict__.setdefault("_review_granted", {})
-    if user.pk not in granted:
+    answer = _grant_attribute(user)
+    if answer not in post.__dict__:
         from ..access import reviewable_teams  # access builds on these models
 
-        granted[user.pk] = reviewable_teams(user).filter(pk=post.team_id).exists()
-    return granted[user.pk]
+        post.__dict__[answer] = reviewable_teams(user).filter(pk=post.team_id).exists()
+    return post.__dict__[answer]
+
+
+def with_review_grant(posts, user):
+    """`posts` (a queryset) reading, with each post, may_decide's grant question for `user`:
+    asked in the query that reads the post rather than in one more."""
+    from ..access import reviewable_teams
+
+    granted = reviewable_teams(user).filter(pk=models.OuterRef("team_id"))
+    return posts.annotate(**{_grant_attribute(user): models.Exists(granted)})
+
+
+def _grant_attribute(user):
+    return f"review_granted_to_{user.pk}"
 
 
 def may_retry(post, user):
