@@ -51,9 +51,7 @@ def reviewable_teams(user):
     """
     if user.is_superuser:
         return Team.objects.all()
-    permission = Permission.objects.filter(
-        content_type__app_label="approvals", codename="review_team"
-    ).values("pk")
+    permission = _review_permission()
     direct = TeamUserObjectPermission.objects.filter(
         user_id=user.pk, permission__in=permission
     ).values("content_object_id")
@@ -61,6 +59,31 @@ def reviewable_teams(user):
         group_id__in=user_groups(user), permission__in=permission
     ).values("content_object_id")
     return Team.objects.filter(pk__in=direct.union(through_groups))
+
+
+def team_reviewers(team_id):
+    """The users granted `approvals.review_team` on this team, directly or through a group, and
+    the superusers: guardian's `get_users_with_perms(team, with_superusers=True,
+    only_with_perms_in=["review_team"])` (a test holds them equal), as one lazy queryset over
+    the grant tables (guardian's is several times slower to build, for every notification)."""
+    permission = _review_permission()
+    direct = TeamUserObjectPermission.objects.filter(
+        content_object_id=team_id, permission__in=permission
+    ).values("user_id")
+    granted_groups = TeamGroupObjectPermission.objects.filter(
+        content_object_id=team_id, permission__in=permission
+    ).values("group_id")
+    User = get_user_model()
+    in_granted_group = User.groups.through.objects.filter(
+        user_id=OuterRef("pk"), group_id__in=granted_groups
+    )
+    return User.objects.filter(Q(is_superuser=True) | Q(pk__in=direct) | Exists(in_granted_group))
+
+
+def _review_permission():
+    return Permission.objects.filter(
+        content_type__app_label="approvals", codename="review_team"
+    ).values("pk")
 
 
 def visible_posts(user):

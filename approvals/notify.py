@@ -22,8 +22,8 @@ from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator
-from guardian.shortcuts import get_users_with_perms
 
+from .access import team_reviewers
 from .models import Notification, NotificationPreference, Post, ReviewStep
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,9 @@ def _excerpt(post):
 
 def _reviewers(post, groups):
     """Active members of these groups granted review on the post's team, never its author."""
-    granted = get_users_with_perms(
-        post.team, with_superusers=True, only_with_perms_in=["review_team"]
-    )
     return (
-        get_user_model()
-        .objects.filter(groups__in=[g for g in groups if g], is_active=True)
-        .filter(pk__in=granted.values("pk"))
+        team_reviewers(post.team_id)
+        .filter(groups__in=[g for g in groups if g], is_active=True)
         .exclude(pk=post.author_id)
     )
 

@@ -9,10 +9,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from guardian.shortcuts import assign_perm, get_objects_for_user
+from guardian.shortcuts import assign_perm, get_objects_for_user, get_users_with_perms
 
 from approvals import workflow
-from approvals.access import review_queue, reviewable_teams
+from approvals.access import review_queue, reviewable_teams, team_reviewers
 from approvals.models import Membership, Post, ReviewStep, Revision, StepClaim, Team
 from approvals.models.posts import State
 from approvals.views.reviews import time_left
@@ -179,6 +179,23 @@ def test_reviewable_teams_are_guardians_teams(world):
         assert sorted(t.pk for t in reviewable_teams(user)) == sorted(t.pk for t in expected)
     assert sorted(t.name for t in reviewable_teams(world.sam)) == ["Lyon", "Paris"]
     assert list(reviewable_teams(world.alice)) == []
+
+
+def test_team_reviewers_are_guardians_users_with_the_grant(world):
+    paris_reviewers = Group.objects.create(name="Paris reviewers")
+    assign_perm("approvals.review_team", paris_reviewers, world.paris)
+    paris_reviewers.user_set.add(world.sam, world.tom)
+    assign_perm("approvals.review_team", world.rita, world.paris)  # direct, and through a group
+    paris_reviewers.user_set.add(world.rita)
+    assign_perm("approvals.review_team", world.alice)  # a global grant: not an object grant
+    world.carla.is_superuser = True
+    world.carla.save()
+    for team in (world.lyon, world.paris):
+        expected = get_users_with_perms(
+            team, with_superusers=True, only_with_perms_in=["review_team"]
+        )
+        assert sorted(u.pk for u in team_reviewers(team.pk)) == sorted(u.pk for u in expected)
+    assert {u.username for u in team_reviewers(world.paris.pk)} == {"sam", "tom", "rita", "carla"}
 
 
 def test_granted_team_is_not_enough_without_the_steps_group(client, world, in_review):
