@@ -20,6 +20,10 @@ Figures, one line each on stdout (progress goes to stderr):
                                   of BENCH_CYCLE_RUNS runs of BENCH_CYCLE_POSTS posts
   BENCH cycle_queries_per_post    SQL queries for one post's whole cycle, a warm run (BEGIN and
                                   COMMIT count, as Django's assertNumQueries counts them)
+  BENCH cycle_client_cpu_ms_per_post  CPU time of this process per post, in-process runs
+  BENCH cycle_db_cpu_ms_per_post  CPU time of its PostgreSQL server process per post (when
+                                  the server runs on this machine): what each post costs the
+                                  database every worker shares
   BENCH cycle_worker_posts_per_s  the same, with the worker's part in a real worker process
   BENCH cycle_http_posts_per_s    the same cycle through the web views with Django's test client
                                   (login, the form, CSRF enforced, the post page, the decision),
@@ -92,7 +96,10 @@ def one_cycle(advisor, reviewer, account, n):
 
 
 def service_runs(advisor, reviewer, account, label):
+    """(the post ids, the median posts/s, CPU ms per post of this process and of its database
+    server process, over all runs)."""
     ids, rates = [], []
+    client_cpu, db_cpu = time.process_time(), database_cpu()
     for run in range(RUNS):
         started = time.perf_counter()
         batch = [one_cycle(advisor, reviewer, account, n) for n in range(POSTS)]
@@ -101,7 +108,25 @@ def service_runs(advisor, reviewer, account, label):
         ids += batch
         rates.append(rate)
         log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
-    return ids, statistics.median(rates)
+    client_ms = (time.process_time() - client_cpu) * 1000 / len(ids)
+    db_ms = (database_cpu() - db_cpu) * 1000 / len(ids) if db_cpu is not None else None
+    return ids, statistics.median(rates), client_ms, db_ms
+
+
+def database_cpu():
+    """CPU seconds used so far by this connection's PostgreSQL server process, or None where
+    it cannot be read (another host, not Linux). Unlike the clock, CPU time does not count the
+    time a shared virtual machine's host takes the cores away (steal), so it compares runs."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def wait_published(post_ids):
@@ -280,9 +305,9 @@ def main(recreate=True):
     advisor, reviewer, account = make_world()
     warm = one_cycle(advisor, reviewer, account, 0)  # warm the caches, as a server's are
     post_id, queries = count_queries(advisor, reviewer, account)
-    eager_ids, rate = service_runs(advisor, reviewer, account, "in-process")
+    eager_ids, rate, client_ms, db_ms = service_runs(advisor, reviewer, account, "in-process")
     with real_worker(url):
-        worker_ids, worker_rate = service_runs(advisor, reviewer, account, "client + worker")
+        worker_ids, worker_rate, *_ = service_runs(advisor, reviewer, account, "client + worker")
         http_ids, http_rate = http_runs(advisor, reviewer, account)
     problems = check([warm, post_id, *eager_ids, *worker_ids, *http_ids])
     if problems:
@@ -291,6 +316,9 @@ def main(recreate=True):
         sys.exit(1)
     bench("cycle_posts_per_s", f"{rate:.1f}", "posts/s")
     bench("cycle_queries_per_post", queries, "queries")
+    bench("cycle_client_cpu_ms_per_post", f"{client_ms:.1f}", "ms")
+    if db_ms is not None:
+        bench("cycle_db_cpu_ms_per_post", f"{db_ms:.1f}", "ms")
     bench("cycle_worker_posts_per_s", f"{worker_rate:.1f}", "posts/s")
     bench("cycle_http_posts_per_s", f"{http_rate:.1f}", "posts/s")
     connections.close_all()  # the next benchmark drops and recreates the database
