@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from approvals import workflow
-from approvals.models import LedgerEntry, SocialAccount
+from approvals.models import LedgerEntry, Post, RevisionView, SocialAccount
 
 from .conftest import PASSWORD
 
@@ -81,6 +81,11 @@ def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, worl
     assert "Changes since revision 1" in page
     assert "<ins>Capital at risk.</ins>" in page
     assert "<del>Rates &lt; 3% &amp; no fees.</del>" in page
+    # Seen now: the view moved to revision 2, and the page shows no change since.
+    seen = RevisionView.objects.get(user=world.rita, post=in_review)
+    assert seen.revision == Post.objects.get(pk=in_review.pk).current_revision
+    page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
+    assert "Changes since revision" not in page
 
 
 def test_preview_counts_characters_left_per_network(client, world):

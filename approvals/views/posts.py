@@ -201,7 +201,13 @@ def _render_detail(request, post, decision_form=None, status=200):
     if can_decide:
         context.update(_decision_context(post, user, route, decision_form))
         context["diff"] = _diff_since_last_seen(post, user)
-        RevisionView.objects.update_or_create(user=user, post=post, defaults={"revision": revision})
+        # One upsert (update_or_create took a transaction, a locking read and a savepoint).
+        RevisionView.objects.bulk_create(
+            [RevisionView(user=user, post=post, revision=revision)],
+            update_conflicts=True,
+            unique_fields=["user", "post"],
+            update_fields=["revision", "seen_at"],
+        )
     return render(request, "approvals/post_detail.html", context, status=status)
 
 
