@@ -88,6 +88,30 @@ def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, worl
     assert "Changes since revision" not in page
 
 
+def test_a_reviewer_who_never_saw_the_post_gets_the_diff_against_the_last_decision(
+    client, world, in_review
+):
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the warning",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    workflow.edit_post(
+        in_review.pk,
+        world.alice,
+        text="Nos conseillers vous accueillent samedi. Capital at risk.",
+        account_ids=[world.lyon_sandbox.pk],
+    )
+    workflow.submit(in_review.pk, world.alice)
+    client.force_login(world.sam)  # never opened the post
+    page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
+    assert "Changes since revision 1" in page
+    assert "<ins>Capital at risk.</ins>" in page
+    assert "Add the warning" in page  # the earlier decision, listed
+
+
 def test_preview_counts_characters_left_per_network(client, world):
     client.force_login(world.alice)
     response = client.post(

@@ -179,6 +179,9 @@ def _render_detail(request, post, decision_form=None, status=200):
     # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
     needs_edit_to_resubmit = post.state == State.CHANGES_REQUESTED and bool(route.steps)
     findings, frozen = _revision_findings(post, revision, needs_edit_to_resubmit)
+    decisions = list(
+        post.decisions.select_related("reviewer", "revision").order_by("created_at", "pk")
+    )
     context = {
         "post": post,
         "revision": revision,
@@ -187,7 +190,7 @@ def _render_detail(request, post, decision_form=None, status=200):
         "is_author": post.author_id == user.pk,
         "can_decide": can_decide,
         **_publishing_context(post, user),
-        "decisions": post.decisions.select_related("reviewer", "revision"),
+        "decisions": decisions,
         "timeline": timeline,
         "route": route,
         "can_release_any_claim": user.has_perm("approvals.oversee_posts"),
@@ -200,7 +203,7 @@ def _render_detail(request, post, decision_form=None, status=200):
     }
     if can_decide:
         context.update(_decision_context(post, user, route, decision_form))
-        context["diff"] = _diff_since_last_seen(post, user)
+        context["diff"] = _diff_since_last_seen(post, user, decisions)
         # One upsert (update_or_create took a transaction, a locking read and a savepoint).
         RevisionView.objects.bulk_create(
             [RevisionView(user=user, post=post, revision=revision)],
@@ -260,13 +263,13 @@ def _decision_context(post, user, route, decision_form):
     }
 
 
-def _diff_since_last_seen(post, user):
-    """Against the revision this reviewer last saw, else the one last decided on."""
+def _diff_since_last_seen(post, user, decisions):
+    """Against the revision this reviewer last saw, else the one last decided on.
+    `decisions`: the post's, oldest first, with their revision."""
     seen = RevisionView.objects.filter(user=user, post=post).select_related("revision").first()
     base = seen.revision if seen else None
-    if base is None:
-        last = post.decisions.select_related("revision").last()
-        base = last.revision if last else None
+    if base is None and decisions:
+        base = decisions[-1].revision
     if base is None or base.pk == post.current_revision_id:
         return None
     current = post.current_revision
