@@ -393,7 +393,7 @@ def _enter_review(post, route, by, event, **payload):
     ledger.append(event, actor=by, post=post, route=route.as_json(), **{**summary, **payload})
     if route.exempted_by is not None:
         before = _move(post, "approve", None, save=not post.is_due())  # see _count_approval
-        publications = _open_outbox(post)
+        publications = publishing.create_publications(post)
         ledger.append(
             "post.approved",
             post=post,
@@ -714,7 +714,7 @@ def _count_approval(post, step, decision, open_steps):
     # Due at once, the post is released (or, its approval lapsed already, expired) below, in
     # this transaction: that move's write saves both.
     before = _move(post, "approve", decision.reviewer, save=not post.is_due())
-    publications = _open_outbox(post)
+    publications = publishing.create_publications(post)
     ledger.append(
         "post.approved",
         actor=decision.reviewer,
@@ -726,14 +726,6 @@ def _count_approval(post, step, decision, open_steps):
         **{"from": before, "to": post.state},
     )
     _release_if_due(post, publications)
-
-
-def _open_outbox(post):
-    """In the approval's transaction: the publications to make, due at the publish time."""
-    if post.expiry_warned_at is not None:
-        post.expiry_warned_at = None  # a new approval: warned again before it expires
-        post.save(update_fields=["expiry_warned_at"])
-    return publishing.create_publications(post)
 
 
 def _release_if_due(post, publications=None):

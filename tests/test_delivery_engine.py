@@ -677,6 +677,36 @@ def test_the_author_is_warned_once_before_the_approval_expires(
     assert LedgerEntry.objects.filter(event="post.approval_expiring").count() == 1
 
 
+def test_a_post_warned_then_edited_is_approved_and_released_again_and_warned_anew(
+    world, django_capture_on_commit_callbacks, settings
+):
+    """The warning belongs to one approval: the next one starts unwarned, and its release in
+    the same transaction is not mistaken for a concurrent change."""
+    cfg(settings, EXPIRY_WARNING_DAYS=3)
+    far = timezone.now() + timezone.timedelta(days=20)
+    post = approve(world, [world.lyon_sandbox], django_capture_on_commit_callbacks, publish_at=far)
+    Post.objects.filter(pk=post.pk).update(expiry_warned_at=timezone.now())
+    edited = workflow.edit_post(  # new content, to be published at once: voided, in review
+        post.pk,
+        world.alice,
+        text="Portes ouvertes samedi, de 9 h à 17 h.",
+        account_ids=[world.lyon_sandbox.pk],
+    )
+    assert edited.state == State.IN_REVIEW
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.decide(
+            post.pk,
+            world.rita,
+            outcome="approve",
+            revision_hash=edited.current_revision.content_hash,
+        )
+
+    post.refresh_from_db()
+    assert post.state == State.PUBLISHED
+    assert post.expiry_warned_at is None
+
+
 def test_an_approval_not_released_in_time_expires(world, django_capture_on_commit_callbacks):
     far = timezone.now() + timezone.timedelta(days=20)
     post = approve(world, [world.lyon_sandbox], django_capture_on_commit_callbacks, publish_at=far)

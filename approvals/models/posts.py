@@ -158,6 +158,7 @@ class Post(ConcurrentTransitionMixin, models.Model):
         self.approval_expires_at = now + timezone.timedelta(
             days=settings.REVIEWFLOW["APPROVAL_VALID_DAYS"]
         )
+        self.expiry_warned_at = None  # a new approval: warned again before it expires
 
     @transition(
         field=state,
