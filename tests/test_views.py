@@ -60,23 +60,28 @@ def test_review_page_has_decision_buttons_for_reviewers_only(client, world, in_r
     assert "your own post" in response.content.decode()
 
 
-def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, world, in_review):
-    client.force_login(world.rita)
-    client.get(reverse("post_detail", args=[in_review.pk]))  # rita sees revision 1
+def changes_requested_then_resubmitted(world, post):
+    """rita asks for changes to revision 1; alice adds the warning and submits revision 2."""
     workflow.decide(
-        in_review.pk,
+        post.pk,
         world.rita,
         outcome="request_changes",
         reason="Add the warning",
-        revision_hash=in_review.current_revision.content_hash,
+        revision_hash=post.current_revision.content_hash,
     )
     workflow.edit_post(
-        in_review.pk,
+        post.pk,
         world.alice,
         text="Nos conseillers vous accueillent samedi. Capital at risk.",
         account_ids=[world.lyon_sandbox.pk],
     )
-    workflow.submit(in_review.pk, world.alice)
+    workflow.submit(post.pk, world.alice)
+
+
+def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, world, in_review):
+    client.force_login(world.rita)
+    client.get(reverse("post_detail", args=[in_review.pk]))  # rita sees revision 1
+    changes_requested_then_resubmitted(world, in_review)
     page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
     assert "Changes since revision 1" in page
     assert "<ins>Capital at risk.</ins>" in page
@@ -91,20 +96,7 @@ def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, worl
 def test_a_reviewer_who_never_saw_the_post_gets_the_diff_against_the_last_decision(
     client, world, in_review
 ):
-    workflow.decide(
-        in_review.pk,
-        world.rita,
-        outcome="request_changes",
-        reason="Add the warning",
-        revision_hash=in_review.current_revision.content_hash,
-    )
-    workflow.edit_post(
-        in_review.pk,
-        world.alice,
-        text="Nos conseillers vous accueillent samedi. Capital at risk.",
-        account_ids=[world.lyon_sandbox.pk],
-    )
-    workflow.submit(in_review.pk, world.alice)
+    changes_requested_then_resubmitted(world, in_review)
     client.force_login(world.sam)  # never opened the post
     page = client.get(reverse("post_detail", args=[in_review.pk])).content.decode()
     assert "Changes since revision 1" in page
