@@ -203,15 +203,22 @@ def login(client, user):
 # --- A post through the whole review --------------------------------------------------------------
 
 
-def through_review(world, callbacks, account, text, link=""):
-    """alice drafts and submits, rita approves; the commit's callbacks run (Celery is eager, so
-    the delivery is done when this returns). Returns the post as it is now."""
+def through_review(world, callbacks, accounts, text, link="", *, publish_at=None, execute=True):
+    """alice drafts a post to `accounts` and submits it, rita approves. Without a publish time,
+    or with one passed, the approval releases the post; the commit's callbacks (its deliveries,
+    done at once as Celery is eager) run only if `execute`. Returns the post as it is now."""
     from approvals import workflow
     from approvals.models import Post
 
-    post = workflow.create_post(world.alice, text=text, link=link, account_ids=[account.pk])
+    post = workflow.create_post(
+        world.alice,
+        text=text,
+        link=link,
+        account_ids=[account.pk for account in accounts],
+        publish_at=publish_at,
+    )
     workflow.submit(post.pk, world.alice)
-    with callbacks(execute=True):
+    with callbacks(execute=execute):
         workflow.decide(
             post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
         )

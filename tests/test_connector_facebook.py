@@ -10,7 +10,12 @@ from approvals.connectors import DeliveryError, get_connector
 from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 from tests.fakes.facebook import PAGE_ID, FakeFacebook
-from tests.fakes.kit import connected_account, png_bytes, route_to
+from tests.fakes.kit import (
+    assert_refuses_an_image_not_approved,
+    connected_account,
+    png_bytes,
+    route_to,
+)
 from tests.fakes.kit import released as kit_released
 
 from .conftest import through_review
@@ -96,12 +101,8 @@ def test_an_image_is_a_page_photo_with_the_link_in_its_caption(connector, accoun
     assert call.form["published"] == ["true"]
 
 
-def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, image):
-    path, _, _ = image
-
-    error = refusal(connector, account, released(account, image_path=path, image_sha256="0" * 64))
-    assert error.permanent and "not the approved image" in str(error)
-    assert fake.received == []
+def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, tmp_path):
+    assert_refuses_an_image_not_approved(connector, account, fake, tmp_path)
 
 
 def test_retract_deletes_the_post(connector, account, fake):
@@ -275,7 +276,7 @@ def test_clean_settings(connector):
 def test_end_to_end_alice_drafts_rita_approves_facebook_publishes(
     world, account, fake, django_capture_on_commit_callbacks, client
 ):
-    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
+    post = through_review(world, django_capture_on_commit_callbacks, [account], TEXT, LINK)
     assert post.state == State.PUBLISHED
     [sent] = fake.published
     assert (sent.message, sent.link) == (TEXT, LINK)

@@ -10,7 +10,12 @@ from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors.linkedin import little_text
 from approvals.models import AccountCredential, Publication, SocialAccount
 from approvals.models.posts import State
-from tests.fakes.kit import connected_account, png_bytes, route_to
+from tests.fakes.kit import (
+    assert_refuses_an_image_not_approved,
+    connected_account,
+    png_bytes,
+    route_to,
+)
 from tests.fakes.kit import released as kit_released
 from tests.fakes.linkedin import ORGANIZATION, FakeLinkedIn, render_little
 
@@ -112,14 +117,7 @@ def test_an_image_is_uploaded_then_posted_with_the_link_in_the_text(
 
 
 def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, tmp_path):
-    path = tmp_path / "affiche.png"
-    path.write_bytes(png_bytes())
-    content = released(account, image_path=str(path), image_sha256="0" * 64)
-
-    with pytest.raises(DeliveryError, match="not the approved image") as caught:
-        connector.publish(account, content, "key-1")
-    assert caught.value.permanent
-    assert fake.received == []
+    assert_refuses_an_image_not_approved(connector, account, fake, tmp_path)
 
 
 def test_an_upload_address_outside_linkedin_is_refused(connector, account, fake, tmp_path):
@@ -294,7 +292,7 @@ def test_the_account_form_reports_bad_settings(world):
 def test_end_to_end_alice_drafts_rita_approves_linkedin_publishes(
     world, account, fake, django_capture_on_commit_callbacks, client
 ):
-    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
+    post = through_review(world, django_capture_on_commit_callbacks, [account], TEXT, LINK)
     assert post.state == State.PUBLISHED
     [sent] = fake.published
     assert sent.text == TEXT and sent.content["article"]["source"] == LINK
@@ -312,7 +310,7 @@ def test_end_to_end_an_expired_token_fails_the_post_and_asks_to_reconnect(
     world, account, fake, django_capture_on_commit_callbacks
 ):
     fake.expire_token()
-    post = through_review(world, django_capture_on_commit_callbacks, account, TEXT, LINK)
+    post = through_review(world, django_capture_on_commit_callbacks, [account], TEXT, LINK)
     assert post.state == State.FAILED
     publication = Publication.objects.get(post=post)
     assert publication.state == Publication.State.FAILED

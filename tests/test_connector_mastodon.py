@@ -8,7 +8,7 @@ from approvals.connectors import DeliveryError, get_connector
 from approvals.connectors import mastodon as mastodon_module
 from approvals.models import Post, Publication, SocialAccount
 from approvals.models.posts import State
-from tests.fakes.kit import connected_account, png_bytes
+from tests.fakes.kit import assert_refuses_an_image_not_approved, connected_account, png_bytes
 from tests.fakes.kit import released as kit_released
 from tests.fakes.mastodon import ACCOUNT, TOKEN, FakeMastodon
 
@@ -333,7 +333,7 @@ def test_approved_post_is_published_on_mastodon_end_to_end(
 ):
     text = "Nos conseillers vous accueillent samedi matin à l'agence de Lyon."
     link = "https://example.com/agence/lyon"
-    post = through_review(world, django_capture_on_commit_callbacks, account, text, link)
+    post = through_review(world, django_capture_on_commit_callbacks, [account], text, link)
 
     publication = Publication.objects.get(post_id=post.pk)
     [status] = fake.posts
@@ -347,11 +347,4 @@ def test_approved_post_is_published_on_mastodon_end_to_end(
 
 
 def test_an_image_that_is_not_the_approved_one_is_not_sent(connector, account, fake, tmp_path):
-    path = tmp_path / "affiche.png"
-    path.write_bytes(png_bytes())
-    content = released(account, image_path=str(path), image_sha256="0" * 64)
-
-    with pytest.raises(DeliveryError, match="not the approved image") as caught:
-        connector.publish(account, content, "msg_1")
-    assert caught.value.permanent
-    assert fake.received == []
+    assert_refuses_an_image_not_approved(connector, account, fake, tmp_path)

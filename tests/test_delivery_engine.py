@@ -39,7 +39,7 @@ from approvals.tasks import (
     warn_expiring_approvals,
 )
 
-from .conftest import at_once, enqueued_deliveries, released_with_approval
+from .conftest import at_once, enqueued_deliveries, released_with_approval, through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -55,15 +55,7 @@ def cfg(settings, **changes):
 def approve(world, accounts, callbacks, *, publish_at=None, execute=False):
     """alice drafts and submits, rita approves. Without a publish time, or with one passed, the
     approval releases the post; its deliveries (on commit) run only if `execute`."""
-    post = workflow.create_post(
-        world.alice, text=TEXT, account_ids=[a.pk for a in accounts], publish_at=publish_at
-    )
-    workflow.submit(post.pk, world.alice)
-    with callbacks(execute=execute):
-        workflow.decide(
-            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
-        )
-    return Post.objects.get(pk=post.pk)
+    return through_review(world, callbacks, accounts, TEXT, publish_at=publish_at, execute=execute)
 
 
 def publish_time_comes(post):

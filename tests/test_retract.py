@@ -8,6 +8,8 @@ from approvals import publishing, workflow
 from approvals.models import DeliveryAttempt, LedgerEntry, Post, Publication, SandboxPost
 from approvals.models.posts import State
 
+from .conftest import through_review
+
 pytestmark = pytest.mark.django_db
 
 TEXT = "Portes ouvertes samedi : taux < 3 %, sans frais."
@@ -25,13 +27,7 @@ def _retry_at_once(settings):
 
 def published(world, accounts, callbacks):
     """alice's post, approved by rita, released and delivered (eager tasks, callbacks run)."""
-    post = workflow.create_post(world.alice, text=TEXT, account_ids=[a.pk for a in accounts])
-    workflow.submit(post.pk, world.alice)
-    with callbacks(execute=True):
-        workflow.decide(
-            post.pk, world.rita, outcome="approve", revision_hash=post.current_revision.content_hash
-        )
-    return Post.objects.get(pk=post.pk)
+    return through_review(world, callbacks, accounts, TEXT)
 
 
 def retract_url(post):

@@ -254,7 +254,7 @@ def test_webhook_to_a_private_address_fails_clearly_and_sends_nothing(
     # The account was saved while allowed (an on-premises receiver); the setting is now off.
     settings.REVIEWFLOW = {**settings.REVIEWFLOW, "ALLOW_PRIVATE_NETWORKS": False}
     post = through_review(
-        world, django_capture_on_commit_callbacks, hook_account, "Portes ouvertes"
+        world, django_capture_on_commit_callbacks, [hook_account], "Portes ouvertes"
     )
     publication = Publication.objects.get(post=post)
     assert publication.state == Publication.State.FAILED

@@ -5,7 +5,9 @@ import struct
 import zlib
 from pathlib import Path
 
-from approvals.connectors import ReleasedContent
+import pytest
+
+from approvals.connectors import DeliveryError, ReleasedContent
 from approvals.models import AccountCredential, SocialAccount
 
 
@@ -65,3 +67,14 @@ def route_to(settings, network, server):
         "ALLOW_PRIVATE_NETWORKS": True,
         "API_BASE_URLS": {**settings.REVIEWFLOW["API_BASE_URLS"], network: server.url},
     }
+
+
+def assert_refuses_an_image_not_approved(connector, account, fake, tmp_path):
+    """The connector sends nothing when the image file is not the one approved (its hash)."""
+    path = tmp_path / "affiche.png"
+    path.write_bytes(png_bytes())
+    content = released(account, "Portes ouvertes", "", str(path), image_sha256="0" * 64)
+    with pytest.raises(DeliveryError, match="not the approved image") as caught:
+        connector.publish(account, content, "key-1")
+    assert caught.value.permanent
+    assert fake.received == []
