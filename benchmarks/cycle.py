@@ -29,6 +29,9 @@ Figures, one line each on stdout (progress goes to stderr):
                                   (login, the form, CSRF enforced, the post page, the decision),
                                   the worker publishing
 
+On stderr, where the cost goes: one post's statements by phase, and this process's CPU time per
+post by phase (`PHASES`).
+
 Before printing, the run is checked: every post published once (one SandboxPost each), its
 ledger entries present, and the chain verifies; otherwise it says what is wrong and exits 1.
 
@@ -84,25 +87,50 @@ def make_world():
     return User.objects.get(pk=advisor.pk), User.objects.get(pk=reviewer.pk), account
 
 
-def one_cycle(advisor, reviewer, account, n):
+# What each call of a cycle sets off, for the breakdown: with Celery eager, the mails, the
+# delivery and the settling run in the call whose commit enqueues them.
+PHASES = (
+    "create",
+    "submit (and the review request's mail)",
+    "approve and release (and the delivery, the settling, the decision's mail)",
+)
+
+
+def one_cycle(advisor, reviewer, account, n, after=None):
+    """One post through the cycle; `after(phase)`, when given, is called as each call returns."""
     from approvals import workflow
 
+    after = after or (lambda phase: None)
     post = workflow.create_post(advisor, text=TEXT.format(n=n), account_ids=[account.pk])
+    after(PHASES[0])
     workflow.submit(post.pk, advisor)
+    after(PHASES[1])
     workflow.decide(
         post.pk, reviewer, outcome="approve", revision_hash=post.current_revision.content_hash
     )
+    after(PHASES[2])
     return post.pk
 
 
 def service_runs(advisor, reviewer, account, label):
     """(the post ids, the median posts/s, CPU ms per post of this process and of its database
-    server process, over all runs)."""
+    server process, over all runs). Logs this process's CPU time per post by phase."""
     ids, rates = [], []
     client_cpu, db_cpu = time.process_time(), database_cpu()
+    by_phase = dict.fromkeys(PHASES, 0.0)
+    last = [0.0]
+
+    def after(phase):
+        now = time.process_time()
+        by_phase[phase] += now - last[0]
+        last[0] = now
+
     for run in range(RUNS):
         started = time.perf_counter()
-        batch = [one_cycle(advisor, reviewer, account, n) for n in range(POSTS)]
+        batch = []
+        for n in range(POSTS):
+            last[0] = time.process_time()
+            batch.append(one_cycle(advisor, reviewer, account, n, after))
         wait_published(batch)
         rate = POSTS / (time.perf_counter() - started)
         ids += batch
@@ -110,6 +138,9 @@ def service_runs(advisor, reviewer, account, label):
         log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
     client_ms = (time.process_time() - client_cpu) * 1000 / len(ids)
     db_ms = (database_cpu() - db_cpu) * 1000 / len(ids) if db_cpu is not None else None
+    log(f"  {label}, this process's CPU time per post:")
+    for phase, seconds in by_phase.items():
+        log(f"    {seconds * 1000 / len(ids):5.1f} ms  {phase}")
     return ids, statistics.median(rates), client_ms, db_ms
 
 
@@ -176,8 +207,16 @@ def count_queries(advisor, reviewer, account):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    counts = {}
     with CaptureQueriesContext(connection) as captured:
-        post_id = one_cycle(advisor, reviewer, account, 0)
+        post_id = one_cycle(
+            advisor, reviewer, account, 0, lambda phase: counts.setdefault(phase, len(captured))
+        )
+    log("statements of one post, by phase:")
+    before = 0
+    for phase, total in counts.items():
+        log(f"  {total - before:3d}  {phase}")
+        before = total
     path = os.environ.get("BENCH_CYCLE_QUERY_LOG")
     if path:
         with open(path, "w", encoding="utf-8") as out:

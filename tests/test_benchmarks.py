@@ -1,0 +1,126 @@
+"""The cycle benchmark checks the run it measured before it prints a figure (benchmarks/cycle.py).
+
+Its check is asked about runs made by its own cycle, sound and then broken the ways a fast but
+wrong engine would break them; and the benchmark itself runs once, small, on PostgreSQL with a
+real worker on Redis, as `make bench` runs it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import pytest
+from django.db import connection, transaction
+
+from approvals import ledger, workflow
+from approvals.models import LedgerEntry, Post, SandboxPost
+from benchmarks import cycle
+
+
+@pytest.fixture
+def bench_run(db, django_capture_on_commit_callbacks):
+    """Three posts through the benchmark's cycle in its world, the commits' work done (Celery is
+    eager in the tests: the mails, the deliveries and the settling)."""
+    advisor, reviewer, account = cycle.make_world()
+    with django_capture_on_commit_callbacks(execute=True):
+        ids = [cycle.one_cycle(advisor, reviewer, account, n) for n in range(3)]
+    return SimpleNamespace(ids=ids, advisor=advisor, reviewer=reviewer, account=account)
+
+
+def test_a_sound_run_passes(bench_run):
+    assert cycle.check(bench_run.ids) == []
+    assert SandboxPost.objects.count() == 3
+
+
+def test_a_post_left_in_review_is_reported(bench_run):
+    post = workflow.create_post(
+        bench_run.advisor, text="Pas encore relu.", account_ids=[bench_run.account.pk]
+    )
+    workflow.submit(post.pk, bench_run.advisor)
+
+    problems = cycle.check([*bench_run.ids, post.pk])
+
+    assert "4 posts should all be published; states: {'in_review': 1, 'published': 3}" in problems
+    assert "3 sandbox posts for 4 posts" in problems
+    assert "1 posts without exactly one post.approved ledger entry" in problems
+
+
+def test_a_post_delivered_twice_is_reported(bench_run):
+    first = bench_run.ids[0]
+    SandboxPost.objects.create(account=bench_run.account, idempotency_key="again", text="again")
+    with transaction.atomic():
+        ledger.append("publication.delivered", post=Post.objects.get(pk=first), publication=0)
+
+    problems = cycle.check(bench_run.ids)
+
+    assert "4 sandbox posts for 3 posts" in problems
+    assert "1 posts delivered more than once" in problems
+
+
+def test_a_tampered_ledger_is_reported(bench_run):
+    entry = LedgerEntry.objects.filter(post_id=bench_run.ids[1], event="post.approved").get()
+    ledger.set_append_only(connection, False)
+    try:
+        LedgerEntry.objects.filter(pk=entry.pk).update(payload={"rewritten": True})
+    finally:
+        ledger.set_append_only(connection, True)
+
+    [problem] = cycle.check(bench_run.ids)
+
+    assert problem.startswith("the ledger does not verify:")
+    assert f"#{entry.seq}" in problem
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
+    """A small run of `python -m benchmarks.cycle`, in its own database, its worker on Redis."""
+    url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/reviewflow_bench_pytest").geturl()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "BENCH_BROKER_URL": os.environ["CELERY_BROKER_URL"],
+        "BENCH_CYCLE_POSTS": "4",
+        "BENCH_CYCLE_RUNS": "1",
+        "BENCH_CYCLE_HTTP_POSTS": "2",
+        "REVIEWFLOW_VAR_DIR": str(tmp_path),
+    }
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.cycle"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        _drop_database(url)
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    figures = dict(re.findall(r"^BENCH (\w+) ([0-9.]+) ", run.stdout, re.MULTILINE))
+    assert set(figures) == {
+        "cycle_posts_per_s",
+        "cycle_queries_per_post",
+        "cycle_client_cpu_ms_per_post",
+        "cycle_db_cpu_ms_per_post",
+        "cycle_worker_posts_per_s",
+        "cycle_http_posts_per_s",
+    }
+    assert all(float(value) > 0 for value in figures.values())
+    # Where the statements go, by phase, adds up to the figure.
+    by_phase = re.search(r"statements of one post, by phase:\n((?:\s+\d+ .*\n)+)", run.stderr)
+    counts = [int(line.split()[0]) for line in by_phase.group(1).splitlines()]
+    assert len(counts) == 3 and sum(counts) == int(figures["cycle_queries_per_post"])
+
+
+def _drop_database(url):
+    import dj_database_url
+    import psycopg
+
+    config = dj_database_url.parse(url)
+    server = {key.lower(): config[key] for key in ("HOST", "PORT", "USER", "PASSWORD")}
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
