@@ -1,6 +1,8 @@
 """What each role sees: the advisor's home, the reviewer's queue and review page, the admin."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from approvals import workflow
@@ -76,6 +78,25 @@ def changes_requested_then_resubmitted(world, post):
         account_ids=[world.lyon_sandbox.pk],
     )
     workflow.submit(post.pk, world.alice)
+
+
+def test_the_review_page_reads_as_much_whatever_the_history(client, world, in_review):
+    """The reviewer's page reads the same statements for a post with no decision yet and for one
+    reviewed, changed and resubmitted: nothing is read per decision, step or revision."""
+    other = workflow.create_post(
+        world.alice, text="Portes ouvertes.", account_ids=[world.lyon_sandbox.pk]
+    )
+    workflow.submit(other.pk, world.alice)
+    changes_requested_then_resubmitted(world, in_review)
+    client.force_login(world.sam)
+
+    def statements(post):
+        client.get(reverse("post_detail", args=[post.pk]))  # the session, sam's first view
+        with CaptureQueriesContext(connection) as page:
+            assert client.get(reverse("post_detail", args=[post.pk])).status_code == 200
+        return len(page)
+
+    assert statements(in_review) == statements(other)
 
 
 def test_resubmission_shows_word_diff_against_revision_reviewer_saw(client, world, in_review):

@@ -175,13 +175,13 @@ def _render_detail(request, post, decision_form=None, status=200):
     revision = post.current_revision
     can_decide = post.state == State.IN_REVIEW and may_decide(post, user)
     timeline = list(LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"))
-    route = route_view(post, revision, timeline)
-    # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
-    needs_edit_to_resubmit = post.state == State.CHANGES_REQUESTED and bool(route.steps)
-    findings, frozen = _revision_findings(post, revision, needs_edit_to_resubmit)
     decisions = list(
         post.decisions.select_related("reviewer", "revision").order_by("created_at", "pk")
     )
+    route = route_view(post, revision, timeline, decisions)
+    # Reviewers asked for changes to this very revision: the server refuses to resubmit it.
+    needs_edit_to_resubmit = post.state == State.CHANGES_REQUESTED and bool(route.steps)
+    findings, frozen = _revision_findings(post, revision, needs_edit_to_resubmit)
     context = {
         "post": post,
         "revision": revision,

@@ -51,20 +51,17 @@ class RouteView:
         return next((view for view in self.steps if view.step.pk == step_id), None)
 
 
-def route_view(post, revision, timeline):
+def route_view(post, revision, timeline, decisions):
     """The steps of `revision` by stage, with who approved, what is missing and why.
 
-    `timeline` is the post's ledger entries (already fetched for the page); the route JSON of the
-    submission says which rule exempted a route without steps.
+    `timeline` is the post's ledger entries and `decisions` its decisions, oldest first, with
+    their reviewer (both already fetched for the page); the route JSON of the submission says
+    which rule exempted a route without steps.
     """
     steps = list(
         ReviewStep.objects.filter(post=post, revision=revision)
         .select_related("group", "escalation_group")
         .prefetch_related(
-            Prefetch(
-                "decisions",
-                queryset=Decision.objects.select_related("reviewer").order_by("created_at", "pk"),
-            ),
             Prefetch(
                 "claims",
                 queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
@@ -72,6 +69,9 @@ def route_view(post, revision, timeline):
         )
         .order_by("stage", "group__name", "pk")
     )
+    by_step = {}
+    for decision in decisions:
+        by_step.setdefault(decision.step_id, []).append(decision)
     exemption = None if steps else _exemption(revision, timeline)
     rule_ids = {reason.get("rule_id") for step in steps for reason in step.reasons}
     rule_names = {exemption["rule"]} if exemption else set()
@@ -92,12 +92,11 @@ def route_view(post, revision, timeline):
     for step in steps:
         if not stages or stages[-1].number != step.stage:
             stages.append(StageView(step.stage))
-        stages[-1].steps.append(_step_view(step, by_id, stages))
+        stages[-1].steps.append(_step_view(step, by_step.get(step.pk, []), by_id, stages))
     return RouteView(stages=stages, exemption=exemption)
 
 
-def _step_view(step, rules_by_id, stages):
-    decisions = list(step.decisions.all())
+def _step_view(step, decisions, rules_by_id, stages):
     view = StepView(
         step=step,
         approvals=[d for d in decisions if d.outcome == Decision.Outcome.APPROVE],
