@@ -8,10 +8,11 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from standardwebhooks.webhooks import Webhook
 
-from approvals import workflow
 from approvals.connectors import get_connector
-from approvals.models import LedgerEntry, Post, Publication, SocialAccount
+from approvals.models import LedgerEntry, Publication, SocialAccount
 from approvals.models.posts import State
+
+from .conftest import through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -33,16 +34,7 @@ LINK = "https://example.com/agence/lyon?x=1&y=2"
 
 def publish_through(world, account, callbacks_fixture):
     """alice drafts and submits, rita approves (which releases); the delivery runs on commit."""
-    post = workflow.create_post(world.alice, text=TEXT, link=LINK, account_ids=[account.pk])
-    workflow.submit(post.pk, world.alice)
-    with callbacks_fixture(execute=True):
-        workflow.decide(
-            post.pk,
-            world.rita,
-            outcome="approve",
-            revision_hash=post.current_revision.content_hash,
-        )
-    return Post.objects.select_related("approved_revision").get(pk=post.pk)
+    return through_review(world, callbacks_fixture, [account], TEXT, LINK)
 
 
 def test_clean_generates_a_secret_standard_webhooks_accepts(hook_account):
