@@ -118,19 +118,17 @@ def service_runs(advisor, reviewer, account, label):
     ids, rates = [], []
     client_cpu, db_cpu = time.process_time(), database_cpu()
     by_phase = dict.fromkeys(PHASES, 0.0)
-    last = [0.0]
 
     def after(phase):
+        nonlocal mark
         now = time.process_time()
-        by_phase[phase] += now - last[0]
-        last[0] = now
+        by_phase[phase] += now - mark
+        mark = now
 
     for run in range(RUNS):
         started = time.perf_counter()
-        batch = []
-        for n in range(POSTS):
-            last[0] = time.process_time()
-            batch.append(one_cycle(advisor, reviewer, account, n, after))
+        mark = time.process_time()
+        batch = [one_cycle(advisor, reviewer, account, n, after) for n in range(POSTS)]
         wait_published(batch)
         rate = POSTS / (time.perf_counter() - started)
         ids += batch
