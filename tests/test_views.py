@@ -82,7 +82,8 @@ def changes_requested_then_resubmitted(world, post):
 
 def test_the_review_page_reads_as_much_whatever_the_history(client, world, in_review):
     """The reviewer's page reads the same statements for a post with no decision yet and for one
-    reviewed, changed and resubmitted: nothing is read per decision, step or revision."""
+    reviewed, changed and resubmitted: nothing is read per decision or revision (both have one
+    step: a read per step would not show here)."""
     other = workflow.create_post(
         world.alice, text="Portes ouvertes.", account_ids=[world.lyon_sandbox.pk]
     )
