@@ -237,7 +237,19 @@ def _revision_summary(revision, content=None):
 
 
 @_transaction
-def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=None):
+def create_post(
+    author,
+    *,
+    text,
+    link="",
+    account_ids=(),
+    tag_ids=(),
+    publish_at=None,
+    image=None,
+    submit=False,
+):
+    """Draft a post; with `submit`, send it to review in the same transaction: if it cannot go
+    (a blocking finding, no route), nothing is saved."""
     membership = getattr(author, "membership", None)
     if membership is None:
         raise NotAllowed("Only advisors who belong to a team can draft posts.")
@@ -252,16 +264,28 @@ def create_post(author, *, text, link="", account_ids=(), tag_ids=(), publish_at
         publish_at=publish_at.isoformat() if publish_at else None,
         **_revision_summary(post.current_revision, content),
     )
+    if submit:
+        _submit(post, author, written=content)
     return post
 
 
 @_transaction
 def edit_post(
-    post_id, by, *, text, link="", account_ids=(), tag_ids=(), publish_at=None, image=KEEP
+    post_id,
+    by,
+    *,
+    text,
+    link="",
+    account_ids=(),
+    tag_ids=(),
+    publish_at=None,
+    image=KEEP,
+    submit=False,
 ):
     """Save new content. Editing approved content voids the approval and resubmits it.
 
-    `image`: KEEP the current one, None to remove it, or a new upload.
+    `image`: KEEP the current one, None to remove it, or a new upload. `submit`: then send the
+    post to review, in the same transaction (as `create_post`).
     """
     post = _lock(post_id)
     if by.pk != post.author_id:
@@ -272,9 +296,18 @@ def edit_post(
         by, text, link, account_ids, tag_ids, image, current=post.current_revision
     )
     changed = content.hash != post.current_revision.content_hash
+    if changed or publish_at != post.publish_at:
+        _save_edit(post, by, content if changed else None, publish_at)
+    # (New content on an approved post voided the approval and sent it back to review.)
+    if submit and post.state != State.IN_REVIEW:
+        _submit(post, by, written=content if changed else None)
+    return post
+
+
+def _save_edit(post, by, content, publish_at):
+    """Save the new schedule and, given `content`, a new revision written from it."""
+    changed = content is not None
     schedule_changed = publish_at != post.publish_at
-    if not changed and not schedule_changed:
-        return post
     if schedule_changed and not changed and post.state == State.APPROVED:
         _check_schedule_within_approval(post, publish_at)
     post.publish_at = publish_at
@@ -306,7 +339,6 @@ def edit_post(
         if post.state == State.APPROVED:  # rescheduled: the approval and its outbox stay
             publishing.reschedule_publications(post)
             _release_if_due(post)
-    return post
 
 
 RELEASED_STATES = (
@@ -350,15 +382,16 @@ class Blocked(WorkflowError):
         self.findings = findings
 
 
-def _route(post):
+def _route(post, fresh=False):
     """Check and freeze the current revision's findings, then compute its route.
 
-    A `block` finding refuses the move; a missing route is a Conflict saying why.
+    A `block` finding refuses the move; a missing route is a Conflict saying why. `fresh`: the
+    revision was written in this transaction, so it has no findings yet.
     """
     revision = post.current_revision
     with config.using():  # the checks and the route read the configuration's version once
         findings = None  # already checked and frozen: routing reads them
-        if not revision.findings.exists():
+        if fresh or not revision.findings.exists():
             findings = policy.check_revision(revision)
             if blocked := policy.blocking(findings):
                 raise Blocked(blocked)
@@ -413,27 +446,38 @@ def submit(post_id, by, *, comment=""):
     post = _lock(post_id)
     if by.pk != post.author_id:
         raise NotAllowed("Only the author can submit this post.")
+    _submit(post, by, comment)
+    return post
+
+
+def _submit(post, by, comment="", written=None):
+    """Send the locked post's current revision to review. `written`: the Content that revision
+    was written from in this transaction (so it has no review steps or findings yet, and its
+    accounts and tags are known)."""
+    revision = post.current_revision
     if (
-        post.state == State.CHANGES_REQUESTED
-        and post.steps.filter(revision_id=post.current_revision_id).exists()
+        written is None
+        and post.state in (State.CHANGES_REQUESTED, State.EXPIRED)
+        and post.steps.filter(revision_id=revision.pk).exists()
     ):
-        raise Conflict(
-            f"Reviewers asked for changes to revision {post.current_revision.number}: "
-            "edit the post before submitting it again."
-        )
-    if (
-        post.state == State.EXPIRED
-        and post.steps.filter(revision_id=post.current_revision_id).exists()
-    ):
+        if post.state == State.CHANGES_REQUESTED:
+            raise Conflict(
+                f"Reviewers asked for changes to revision {revision.number}: "
+                "edit the post before submitting it again."
+            )
         # The approval lapsed: the same content goes through review again, as a new revision.
-        post.current_revision = _new_revision(post, by, _content_of(post.current_revision))
+        written = _content_of(revision)
+        post.current_revision = revision = _new_revision(post, by, written)
         post.save(update_fields=["current_revision"])
-    # The revision is immutable and the post locked: read its accounts and tags once, for the
-    # policy checks, the route and the transition's condition alike.
-    post.current_revision.post = post
-    prefetch_related_objects([post.current_revision], "accounts", "tags")
+    # The revision is immutable and the post locked: its accounts and tags are read once, for
+    # the policy checks, the route and the transition's condition alike.
+    revision.post = post
+    if written is None:
+        prefetch_related_objects([revision], "accounts", "tags")
+    else:
+        _as_prefetched(revision, accounts=written.accounts, tags=written.tags)
     submittable = (State.DRAFT, State.CHANGES_REQUESTED, State.EXPIRED)
-    route = _route(post) if post.state in submittable else None
+    route = _route(post, fresh=written is not None) if post.state in submittable else None
     before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
     _enter_review(
         post,
@@ -443,7 +487,16 @@ def submit(post_id, by, *, comment=""):
         comment=clean_text(comment).strip(),
         **{"from": before, "to": State.IN_REVIEW},
     )
-    return post
+
+
+def _as_prefetched(instance, **related):
+    """Hold these related objects as if prefetch_related had read them: they were written in
+    this transaction, so reading them again would return the same rows."""
+    cache = instance.__dict__.setdefault("_prefetched_objects_cache", {})
+    for name, objects in related.items():
+        queryset = getattr(instance, name).all()
+        queryset._result_cache, queryset._prefetch_done = list(objects), True
+        cache[name] = queryset
 
 
 def _close_open_steps(post, state=ReviewStep.State.CANCELLED):

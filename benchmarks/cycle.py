@@ -4,8 +4,9 @@ Run by `make bench` (first, on its own freshly recreated database) or alone:
 `python -m benchmarks.cycle`. DATABASE_URL names the dedicated database (its name must contain
 "bench": it is DROPPED and recreated, as for the queue benchmark).
 
-This process is the one client: it calls the functions the views call (`workflow.create_post`,
-`workflow.submit`, `workflow.decide(outcome="approve", ...)`). For `cycle_posts_per_s` and the
+This process is the one client: it calls the functions the views call:
+`workflow.create_post(..., submit=True)`, as the compose form's "Submit for review" button does
+(one transaction), then `workflow.decide(outcome="approve", ...)`. For `cycle_posts_per_s` and the
 query count Celery runs eagerly in this process, so each approval's release, the delivery to the
 sandbox, the settling of the post and the mails happen on commit, here. For the figures marked
 "worker", as deployed, a real Celery worker process on Redis (BENCH_BROKER_URL) runs them, and a
@@ -90,8 +91,7 @@ def make_world():
 # What each call of a cycle sets off, for the breakdown: with Celery eager, the mails, the
 # delivery and the settling run in the call whose commit enqueues them.
 PHASES = (
-    "create",
-    "submit (and the review request's mail)",
+    "create and submit (and the review request's mail)",
     "approve and release (and the delivery, the settling, the decision's mail)",
 )
 
@@ -101,14 +101,14 @@ def one_cycle(advisor, reviewer, account, n, after=None):
     from approvals import workflow
 
     after = after or (lambda phase: None)
-    post = workflow.create_post(advisor, text=TEXT.format(n=n), account_ids=[account.pk])
+    post = workflow.create_post(
+        advisor, text=TEXT.format(n=n), account_ids=[account.pk], submit=True
+    )
     after(PHASES[0])
-    workflow.submit(post.pk, advisor)
-    after(PHASES[1])
     workflow.decide(
         post.pk, reviewer, outcome="approve", revision_hash=post.current_revision.content_hash
     )
-    after(PHASES[2])
+    after(PHASES[1])
     return post.pk
 
 
@@ -246,14 +246,15 @@ def http_runs(advisor, reviewer, account):
         token = _token(CSRF, form.content.decode(), "CSRF token")
         response = author.post(
             reverse("post_create"),
-            {"text": TEXT.format(n=n), "accounts": [account.pk], "csrfmiddlewaretoken": token},
+            {
+                "text": TEXT.format(n=n),
+                "accounts": [account.pk],
+                "submit": "1",  # the form's "Submit for review" button
+                "csrfmiddlewaretoken": token,
+            },
         )
         assert response.status_code == 302, (response.status_code, response.content[:2000])
         post_id = int(response["Location"].rstrip("/").rsplit("/", 1)[1])
-        response = author.post(
-            reverse("post_submit", args=[post_id]), {"csrfmiddlewaretoken": token}
-        )
-        assert response.status_code == 302, (response.status_code, response.content[:2000])
         page = checker.get(reverse("post_detail", args=[post_id]))
         assert page.status_code == 200, page.status_code
         html = page.content.decode()

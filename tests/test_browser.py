@@ -319,3 +319,18 @@ def test_readme_screenshots(browser_page, live_server, world, tmp_path):
     page.goto(f"{base}/posts/{reviewed.pk}/")
     expect(page.locator(".diff")).to_be_visible()
     shot("review", full_page=True)
+
+
+def test_a_new_post_goes_to_review_in_one_click(browser_page, live_server, world):
+    page, base = browser_page, live_server.url
+    errors = BrowserErrors(page)
+    log_in(page, base, "alice")
+    page.get_by_role("link", name="New post", exact=True).click()
+    page.get_by_label("Text").fill("Portes ouvertes samedi à Lyon.")
+    page.get_by_label("Lyon branch").check()
+    page.get_by_role("button", name="Submit for review", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Submitted for review.")
+    expect(page.locator("h1 .state")).to_have_text("In review")
+    post = Post.objects.get()
+    assert post.state == State.IN_REVIEW and post.revisions.count() == 1
+    errors.assert_none()

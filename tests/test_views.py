@@ -1,5 +1,7 @@
 """What each role sees: the advisor's home, the reviewer's queue and review page, the admin."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -8,7 +10,7 @@ from django.urls import reverse
 from approvals import workflow
 from approvals.models import LedgerEntry, Post, RevisionView, SocialAccount
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, through_review
 
 pytestmark = pytest.mark.django_db
 
@@ -233,3 +235,102 @@ def test_post_page_says_until_when_an_approval_holds(client, world, settings):
     client.force_login(world.alice)
     page = client.get(reverse("post_detail", args=[post.pk])).content.decode()
     assert f"approval valid until {expected:%-d %b %Y}" in page
+
+
+# --- The compose form's "Submit for review" -------------------------------------------------------
+
+SUBMIT_BUTTON = '<button type="submit" name="submit" value="1" class="primary">'
+
+
+def test_submit_for_review_from_the_new_post_form(client, world):
+    client.force_login(world.alice)
+    form = client.get(reverse("post_create")).content.decode()
+    assert f"{SUBMIT_BUTTON}Submit for review</button>" in form
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Portes ouvertes samedi.", "accounts": [world.lyon_sandbox.pk], "submit": "1"},
+    )
+    post = Post.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("post_detail", args=[post.pk])
+    assert post.state == "in_review"
+    page = client.get(response["Location"]).content.decode()
+    assert "Submitted for review." in page and "Draft saved." not in page
+
+
+def test_a_blocked_submit_shows_the_form_again_as_typed_and_saves_nothing(client, world):
+    client.force_login(world.alice)
+    entries = LedgerEntry.objects.count()
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Rendement garanti de 8 % !", "accounts": [world.lyon_sandbox.pk], "submit": "1"},
+    )
+    assert response.status_code == workflow.Blocked.status == 400
+    page = response.content.decode()
+    assert '<div class="error" role="alert">Fix this before submitting: ' in page
+    assert "garanti" in page.split('role="alert">')[1].split("</div>")[0]
+    assert 'id="id_text">\nRendement garanti de 8 % !</textarea>' in page  # as typed
+    assert re.search(rf'name="accounts" value="{world.lyon_sandbox.pk}"[^>]* checked>', page)
+    assert not Post.objects.exists()
+    assert LedgerEntry.objects.count() == entries
+
+
+def test_save_and_submit_is_offered_on_a_draft_but_not_on_an_approved_post(
+    client, world, draft, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    approved = through_review(
+        world,
+        django_capture_on_commit_callbacks,
+        [world.lyon_sandbox],
+        "Webinaire retraite jeudi.",
+        publish_at=timezone.now() + timezone.timedelta(days=2),
+    )
+    assert approved.state == "approved"  # waits for its publish time
+    client.force_login(world.alice)
+    page = client.get(reverse("post_edit", args=[approved.pk])).content.decode()
+    assert ">Save changes</button>" in page
+    assert "Save and submit for review" not in page and 'name="submit"' not in page
+    page = client.get(reverse("post_edit", args=[draft.pk])).content.decode()
+    assert f"{SUBMIT_BUTTON}Save and submit for review</button>" in page
+
+    response = client.post(
+        reverse("post_edit", args=[draft.pk]),
+        {"text": "Portes ouvertes samedi.", "accounts": [world.lyon_sandbox.pk], "submit": "1"},
+        follow=True,
+    )
+    assert response.redirect_chain == [(reverse("post_detail", args=[draft.pk]), 302)]
+    assert "Saved and submitted for review." in response.content.decode()
+    assert Post.objects.get(pk=draft.pk).state == "in_review"
+
+
+def test_a_refused_resubmit_from_the_edit_form_saves_nothing(client, world, in_review):
+    """Reviewers asked for changes and only the publish time changed: the form comes back with
+    the reason, and the new time is not saved either."""
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the warning",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    entries = LedgerEntry.objects.count()
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_edit", args=[in_review.pk]),
+        {
+            "text": in_review.current_revision.text,
+            "accounts": [world.lyon_sandbox.pk],
+            "publish_at": "2099-01-02T10:00",
+            "submit": "1",
+        },
+    )
+    assert response.status_code == workflow.Conflict.status == 409
+    page = response.content.decode()
+    assert "Reviewers asked for changes to revision 1: edit the post before submitting" in page
+    assert 'value="2099-01-02T10:00"' in page  # as typed
+    post = Post.objects.get(pk=in_review.pk)
+    assert post.state == "changes_requested" and post.publish_at is None
+    assert post.current_revision_id == in_review.current_revision_id
+    assert LedgerEntry.objects.count() == entries

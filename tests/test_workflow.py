@@ -1,10 +1,20 @@
 """The lifecycle: every move a named transition, through approvals.workflow, with a ledger entry."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_fsm import TransitionNotAllowed
 
 from approvals import ledger, workflow
-from approvals.models import Decision, LedgerEntry, Post, Publication, SandboxPost
+from approvals.models import (
+    Decision,
+    LedgerEntry,
+    Notification,
+    Post,
+    Publication,
+    Revision,
+    SandboxPost,
+)
 from approvals.models.posts import State
 from approvals.tasks import release_due_posts
 
@@ -220,3 +230,165 @@ def test_an_expired_approval_is_resubmitted_as_a_new_revision(
     assert post.current_revision.number == 2
     assert post.current_revision.content_hash == post.revisions.get(number=1).content_hash
     assert post.steps.filter(revision=post.current_revision, state="active").count() == 1
+
+
+# --- Drafting or editing and submitting at once ---------------------------------------------------
+
+BLOCKED_TEXT = "Rendement garanti de 8 % !"  # a promise of return: the default lexicon blocks it
+
+
+def test_create_and_submit_at_once_sends_the_post_to_review(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        post = workflow.create_post(
+            world.alice,
+            text="Portes ouvertes samedi à Lyon.",
+            account_ids=[world.lyon_sandbox.pk],
+            submit=True,
+        )
+    post = Post.objects.get(pk=post.pk)
+    assert post.state == State.IN_REVIEW
+    assert post.current_revision.number == 1 and post.revisions.count() == 1
+    assert list(post.steps.values_list("revision_id", "state")) == [
+        (post.current_revision_id, "active")
+    ]
+    entries = list(LedgerEntry.objects.filter(post_id=post.pk).order_by("seq"))
+    assert [entry.event for entry in entries] == ["post.created", "post.submitted"]
+    assert entries[1].payload["from"] == State.DRAFT and entries[1].payload["to"] == "in_review"
+    assert sorted(m.to for m in mailoutbox) == [["rita@example.com"], ["sam@example.com"]]
+    assert all(m.subject.startswith(f"Post #{post.pk} waits for your review") for m in mailoutbox)
+    requested = Notification.objects.filter(post=post, kind=Notification.Kind.REVIEW_REQUESTED)
+    assert requested.count() == 2 and all(row.sent_at is not None for row in requested)
+    assert ledger.verify() is None
+
+
+def test_create_and_submit_with_a_blocking_finding_saves_nothing(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    entries = LedgerEntry.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(workflow.Blocked, match="garanti"):
+            workflow.create_post(
+                world.alice, text=BLOCKED_TEXT, account_ids=[world.lyon_sandbox.pk], submit=True
+            )
+    assert not Post.objects.exists() and not Revision.objects.exists()
+    assert LedgerEntry.objects.count() == entries
+    assert not Notification.objects.exists() and mailoutbox == []
+
+
+def test_create_and_submit_at_once_reads_less_than_drafting_then_submitting(world):
+    """One transaction reads the new revision's accounts, tags and findings from what it just
+    wrote, and locks the post once."""
+
+    def statements(work):
+        with CaptureQueriesContext(connection) as queries:
+            work()
+        sql = [q["sql"].lstrip().upper() for q in queries.captured_queries]
+        sql = [s for s in sql if not s.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+        return len(sql), sum(s.startswith("SELECT") for s in sql)
+
+    content = {"text": "Webinaire épargne jeudi.", "account_ids": [world.lyon_sandbox.pk]}
+
+    def separately():
+        post = workflow.create_post(world.alice, **content)
+        workflow.submit(post.pk, world.alice)
+
+    def at_once():
+        workflow.create_post(world.alice, **content, submit=True)
+
+    separately()  # warm: the configuration's snapshot
+    at_once()
+    all_separate, reads_separate = statements(separately)
+    all_at_once, reads_at_once = statements(at_once)
+    assert reads_at_once < reads_separate
+    assert all_at_once < all_separate
+    assert Post.objects.filter(state=State.IN_REVIEW).count() == 4
+
+
+def test_edit_and_submit_a_draft_at_once(world, draft):
+    post = workflow.edit_post(
+        draft.pk,
+        world.alice,
+        text="Nos conseillers vous accueillent samedi. Capital at risk.",
+        account_ids=[world.lyon_sandbox.pk],
+        submit=True,
+    )
+    post = Post.objects.get(pk=post.pk)
+    assert post.state == State.IN_REVIEW
+    assert post.current_revision.number == 2
+    assert post.current_revision.text.endswith("Capital at risk.")
+    assert post.steps.get().revision == post.current_revision
+    assert events(post) == ["post.created", "post.edited", "post.submitted"]
+    assert ledger.verify() is None
+
+
+def test_edit_and_submit_unchanged_text_after_changes_requested_saves_nothing(world, in_review):
+    """Only the publish time changed: the refusal to resubmit takes the new time back too."""
+    from django.utils import timezone
+
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the risk warning.",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    before = Post.objects.get(pk=in_review.pk)
+    entries = LedgerEntry.objects.count()
+    with pytest.raises(workflow.Conflict, match="edit the post before submitting it again"):
+        workflow.edit_post(
+            in_review.pk,
+            world.alice,
+            text=before.current_revision.text,
+            account_ids=[world.lyon_sandbox.pk],
+            publish_at=timezone.now() + timezone.timedelta(days=2),
+            submit=True,
+        )
+    after = Post.objects.get(pk=in_review.pk)
+    assert after.state == State.CHANGES_REQUESTED
+    assert after.current_revision_id == before.current_revision_id
+    assert after.publish_at is None and before.publish_at is None
+    assert after.revisions.count() == 1
+    assert LedgerEntry.objects.count() == entries
+
+
+def test_edit_and_submit_after_changes_requested_sends_the_new_revision_to_review(
+    world, in_review, mailoutbox, django_capture_on_commit_callbacks
+):
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the risk warning.",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.edit_post(
+            in_review.pk,
+            world.alice,
+            text="Rates < 3%. Capital at risk.",
+            account_ids=[world.lyon_sandbox.pk],
+            submit=True,
+        )
+    post = Post.objects.get(pk=in_review.pk)
+    assert post.state == State.IN_REVIEW and post.current_revision.number == 2
+    assert post.steps.filter(revision=post.current_revision, state="active").count() == 1
+    assert events(post)[-2:] == ["post.edited", "post.submitted"]
+    assert sorted(m.to for m in mailoutbox) == [["rita@example.com"], ["sam@example.com"]]
+
+
+def test_edit_and_submit_with_a_blocking_finding_keeps_the_draft_as_it_was(world, draft):
+    entries = LedgerEntry.objects.count()
+    with pytest.raises(workflow.Blocked):
+        workflow.edit_post(
+            draft.pk,
+            world.alice,
+            text=BLOCKED_TEXT,
+            account_ids=[world.lyon_sandbox.pk],
+            submit=True,
+        )
+    post = Post.objects.get(pk=draft.pk)
+    assert post.state == State.DRAFT and post.current_revision_id == draft.current_revision_id
+    assert post.revisions.count() == 1 and LedgerEntry.objects.count() == entries

@@ -50,33 +50,45 @@ def home(request):
 
 
 def _save_post(request, post=None):
+    """The compose form: save the draft or the changes; with its "submit" button, also send the
+    post to review, all or nothing (a refusal shows the form again, as typed)."""
     form = PostForm(
         request.POST or None, request.FILES or None, user=request.user, initial=_initial(post)
     )
+    submit = "submit" in request.POST
+    status = 400 if request.method == "POST" else 200
     if request.method == "POST" and form.is_valid():
         try:
             if post is None:
                 post = workflow.create_post(
-                    request.user, **form.workflow_kwargs, image=form.image_choice(None)
+                    request.user,
+                    **form.workflow_kwargs,
+                    image=form.image_choice(None),
+                    submit=submit,
                 )
-                return done(request, "Draft saved.", post)
+                return done(request, "Submitted for review." if submit else "Draft saved.", post)
             was_approved = post.state == State.APPROVED
             post = workflow.edit_post(
                 post.pk,
                 request.user,
                 **form.workflow_kwargs,
                 image=form.image_choice(workflow.KEEP),
+                submit=submit,
             )
             if was_approved and post.state == State.IN_REVIEW:
                 message = "Saved. The approval is void: the post is back in review."
                 return done(request, message, post)
-            return done(request, "Changes saved.", post)
+            return done(
+                request, "Saved and submitted for review." if submit else "Changes saved.", post
+            )
         except workflow.ContentError as error:
             for field, message in error.errors.items():
                 form.add_error(field if field in form.fields else None, message)
         except workflow.WorkflowError as error:
-            return refused(request, error, post)
-    status = 400 if request.method == "POST" else 200
+            if not submit or isinstance(error, workflow.NotAllowed):
+                return refused(request, error, post)
+            form.add_error(None, error.message)  # could not go to review: nothing was saved
+            status = error.status
     return render(request, "approvals/post_form.html", {"form": form, "post": post}, status=status)
 
 
