@@ -175,6 +175,21 @@ def in_review(world, draft):
     return workflow.submit(draft.pk, world.alice)
 
 
+@pytest.fixture
+def changes_requested(world, in_review):
+    """That post after rita asked for changes to its first revision."""
+    from approvals import workflow
+
+    workflow.decide(
+        in_review.pk,
+        world.rita,
+        outcome="request_changes",
+        reason="Add the risk warning.",
+        revision_hash=in_review.current_revision.content_hash,
+    )
+    return in_review
+
+
 def at_once(count, work):
     """Run `work(n)` in `count` threads released together; each closes its own connection."""
     barrier = threading.Barrier(count)

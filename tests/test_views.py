@@ -305,22 +305,15 @@ def test_save_and_submit_is_offered_on_a_draft_but_not_on_an_approved_post(
     assert Post.objects.get(pk=draft.pk).state == "in_review"
 
 
-def test_a_refused_resubmit_from_the_edit_form_saves_nothing(client, world, in_review):
+def test_a_refused_resubmit_from_the_edit_form_saves_nothing(client, world, changes_requested):
     """Reviewers asked for changes and only the publish time changed: the form comes back with
     the reason, and the new time is not saved either."""
-    workflow.decide(
-        in_review.pk,
-        world.rita,
-        outcome="request_changes",
-        reason="Add the warning",
-        revision_hash=in_review.current_revision.content_hash,
-    )
     entries = LedgerEntry.objects.count()
     client.force_login(world.alice)
     response = client.post(
-        reverse("post_edit", args=[in_review.pk]),
+        reverse("post_edit", args=[changes_requested.pk]),
         {
-            "text": in_review.current_revision.text,
+            "text": changes_requested.current_revision.text,
             "accounts": [world.lyon_sandbox.pk],
             "publish_at": "2099-01-02T10:00",
             "submit": "1",
@@ -330,7 +323,7 @@ def test_a_refused_resubmit_from_the_edit_form_saves_nothing(client, world, in_r
     page = response.content.decode()
     assert "Reviewers asked for changes to revision 1: edit the post before submitting" in page
     assert 'value="2099-01-02T10:00"' in page  # as typed
-    post = Post.objects.get(pk=in_review.pk)
+    post = Post.objects.get(pk=changes_requested.pk)
     assert post.state == "changes_requested" and post.publish_at is None
-    assert post.current_revision_id == in_review.current_revision_id
+    assert post.current_revision_id == changes_requested.current_revision_id
     assert LedgerEntry.objects.count() == entries

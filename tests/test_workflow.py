@@ -179,18 +179,13 @@ def test_rejection_and_withdrawal_are_final(world, in_review, draft):
         workflow.edit_post(in_review.pk, world.alice, text="x", account_ids=[world.lyon_sandbox.pk])
 
 
-def test_resubmitting_unchanged_content_after_changes_requested_is_refused(world, in_review):
-    workflow.decide(
-        in_review.pk,
-        world.rita,
-        outcome="request_changes",
-        reason="Add the risk warning.",
-        revision_hash=in_review.current_revision.content_hash,
-    )
+def test_resubmitting_unchanged_content_after_changes_requested_is_refused(
+    world, changes_requested
+):
     before = LedgerEntry.objects.count()
     with pytest.raises(workflow.Conflict, match="edit the post"):
-        workflow.submit(in_review.pk, world.alice)
-    assert Post.objects.get(pk=in_review.pk).state == State.CHANGES_REQUESTED
+        workflow.submit(changes_requested.pk, world.alice)
+    assert Post.objects.get(pk=changes_requested.pk).state == State.CHANGES_REQUESTED
     assert LedgerEntry.objects.count() == before
 
 
@@ -323,29 +318,24 @@ def test_edit_and_submit_a_draft_at_once(world, draft):
     assert ledger.verify() is None
 
 
-def test_edit_and_submit_unchanged_text_after_changes_requested_saves_nothing(world, in_review):
+def test_edit_and_submit_unchanged_text_after_changes_requested_saves_nothing(
+    world, changes_requested
+):
     """Only the publish time changed: the refusal to resubmit takes the new time back too."""
     from django.utils import timezone
 
-    workflow.decide(
-        in_review.pk,
-        world.rita,
-        outcome="request_changes",
-        reason="Add the risk warning.",
-        revision_hash=in_review.current_revision.content_hash,
-    )
-    before = Post.objects.get(pk=in_review.pk)
+    before = Post.objects.get(pk=changes_requested.pk)
     entries = LedgerEntry.objects.count()
     with pytest.raises(workflow.Conflict, match="edit the post before submitting it again"):
         workflow.edit_post(
-            in_review.pk,
+            changes_requested.pk,
             world.alice,
             text=before.current_revision.text,
             account_ids=[world.lyon_sandbox.pk],
             publish_at=timezone.now() + timezone.timedelta(days=2),
             submit=True,
         )
-    after = Post.objects.get(pk=in_review.pk)
+    after = Post.objects.get(pk=changes_requested.pk)
     assert after.state == State.CHANGES_REQUESTED
     assert after.current_revision_id == before.current_revision_id
     assert after.publish_at is None and before.publish_at is None
@@ -354,25 +344,18 @@ def test_edit_and_submit_unchanged_text_after_changes_requested_saves_nothing(wo
 
 
 def test_edit_and_submit_after_changes_requested_sends_the_new_revision_to_review(
-    world, in_review, mailoutbox, django_capture_on_commit_callbacks
+    world, changes_requested, mailoutbox, django_capture_on_commit_callbacks
 ):
-    workflow.decide(
-        in_review.pk,
-        world.rita,
-        outcome="request_changes",
-        reason="Add the risk warning.",
-        revision_hash=in_review.current_revision.content_hash,
-    )
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
         workflow.edit_post(
-            in_review.pk,
+            changes_requested.pk,
             world.alice,
             text="Rates < 3%. Capital at risk.",
             account_ids=[world.lyon_sandbox.pk],
             submit=True,
         )
-    post = Post.objects.get(pk=in_review.pk)
+    post = Post.objects.get(pk=changes_requested.pk)
     assert post.state == State.IN_REVIEW and post.current_revision.number == 2
     assert post.steps.filter(revision=post.current_revision, state="active").count() == 1
     assert events(post)[-2:] == ["post.edited", "post.submitted"]
