@@ -25,6 +25,10 @@ Figures, one line each on stdout (progress goes to stderr):
   BENCH cycle_db_cpu_ms_per_post  CPU time of its PostgreSQL server process per post (when
                                   the server runs on this machine): what each post costs the
                                   database every worker shares
+  BENCH cycle_parallel_posts_per_s  posts/s of BENCH_CYCLE_CLIENTS client processes at once
+                                  (one per core by default), each as the one above, the
+                                  BENCH_CYCLE_POSTS of a run shared out: how the engine scales
+                                  with processes (they share the ledger's head and the database)
   BENCH cycle_worker_posts_per_s  the same, with the worker's part in a real worker process
   BENCH cycle_http_posts_per_s    the same cycle through the web views with Django's test client
                                   (login, the form, CSRF enforced, the post page, the decision),
@@ -37,12 +41,14 @@ Before printing, the run is checked: every post published once (one SandboxPost 
 ledger entries present, and the chain verifies; otherwise it says what is wrong and exits 1.
 
 Knobs (environment): BENCH_CYCLE_POSTS (1000), BENCH_CYCLE_RUNS (3), BENCH_CYCLE_HTTP_POSTS (200),
-BENCH_BROKER_URL (redis://127.0.0.1:6379/14; purged).
+BENCH_CYCLE_CLIENTS (the number of cores), BENCH_BROKER_URL (redis://127.0.0.1:6379/14; purged).
 """
 
+import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -53,6 +59,7 @@ from .queue import DEFAULT_DATABASE_URL, bench, log, recreate_database
 POSTS = int(os.environ.get("BENCH_CYCLE_POSTS", "1000"))
 RUNS = int(os.environ.get("BENCH_CYCLE_RUNS", "3"))
 HTTP_POSTS = int(os.environ.get("BENCH_CYCLE_HTTP_POSTS", "200"))
+CLIENTS = int(os.environ.get("BENCH_CYCLE_CLIENTS", "0")) or os.cpu_count()
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 PUBLISHED_TIMEOUT = 300  # seconds the worker may take to publish a run's last posts
 PASSWORD = "correct horse battery"
@@ -140,6 +147,50 @@ def service_runs(advisor, reviewer, account, label):
     for phase, seconds in by_phase.items():
         log(f"    {seconds * 1000 / len(ids):5.1f} ms  {phase}")
     return ids, statistics.median(rates), client_ms, db_ms
+
+
+def parallel_runs(label):
+    """(the post ids, the median posts/s) of CLIENTS processes running cycles at once, each as
+    the in-process runs do (`python -m benchmarks.cycle client`), a run's POSTS shared out. A
+    run's clock starts at an agreed moment and stops when its slowest client is done."""
+    ids, rates = [], []
+    for run in range(RUNS):
+        start_at = time.time() + 5  # time for every client to start, connect and warm up
+        shares = [POSTS // CLIENTS + (n < POSTS % CLIENTS) for n in range(CLIENTS)]
+        clients = [
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.cycle", "client", str(start_at), str(share)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for share in shares
+        ]
+        results = []
+        for client in clients:
+            out, _ = client.communicate(timeout=PUBLISHED_TIMEOUT)
+            if client.returncode:
+                raise SystemExit(f"cycle benchmark: a client exited with {client.returncode}")
+            results.append(json.loads(out))
+        rate = POSTS / max(result["seconds"] for result in results)
+        ids += [post_id for result in results for post_id in result["ids"]]
+        rates.append(rate)
+        log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s ({CLIENTS} clients)")
+    return ids, statistics.median(rates)
+
+
+def run_client(start_at, count):
+    """One of parallel_runs' clients: a warm cycle, then `count` cycles from `start_at` (epoch
+    seconds); prints the ids of its posts and the seconds it took, as JSON."""
+    from django.contrib.auth.models import User
+
+    from approvals.models import SocialAccount
+
+    advisor, reviewer = User.objects.get(username="alice"), User.objects.get(username="rita")
+    account = SocialAccount.objects.get(network="sandbox")
+    ids = [one_cycle(advisor, reviewer, account, 0)]  # warm, as a server's caches are
+    time.sleep(max(0.0, start_at - time.time()))
+    ids += [one_cycle(advisor, reviewer, account, n) for n in range(count)]
+    print(json.dumps({"ids": ids, "seconds": time.time() - start_at}))
 
 
 def database_cpu():
@@ -320,15 +371,11 @@ def check(post_ids):
     return problems
 
 
-def main(recreate=True):
-    url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+def setup():
+    """Django on DATABASE_URL, as the cycle runs it: Celery eager, mail to memory."""
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    if recreate:
-        recreate_database(url)
-
     import django
-    from django.core.management import call_command
-    from django.db import connections
 
     django.setup()
     import logging
@@ -341,15 +388,26 @@ def main(recreate=True):
     # Mail to memory, and no log line per task: stdout carries the BENCH lines only.
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     logging.getLogger("celery").setLevel(logging.WARNING)
+
+
+def main(recreate=True):
+    url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    if recreate:
+        recreate_database(url)
+    setup()
+    from django.core.management import call_command
+    from django.db import connections
+
     call_command("migrate", verbosity=0)
     advisor, reviewer, account = make_world()
     warm = one_cycle(advisor, reviewer, account, 0)  # warm the caches, as a server's are
     post_id, queries = count_queries(advisor, reviewer, account)
     eager_ids, rate, client_ms, db_ms = service_runs(advisor, reviewer, account, "in-process")
+    parallel_ids, parallel_rate = parallel_runs("in-process, parallel")
     with real_worker(url):
         worker_ids, worker_rate, *_ = service_runs(advisor, reviewer, account, "client + worker")
         http_ids, http_rate = http_runs(advisor, reviewer, account)
-    problems = check([warm, post_id, *eager_ids, *worker_ids, *http_ids])
+    problems = check([warm, post_id, *eager_ids, *parallel_ids, *worker_ids, *http_ids])
     if problems:
         for problem in problems:
             log(f"cycle benchmark: {problem}")
@@ -359,10 +417,18 @@ def main(recreate=True):
     bench("cycle_client_cpu_ms_per_post", f"{client_ms:.1f}", "ms")
     if db_ms is not None:
         bench("cycle_db_cpu_ms_per_post", f"{db_ms:.1f}", "ms")
+    bench("cycle_parallel_posts_per_s", f"{parallel_rate:.1f}", "posts/s")
     bench("cycle_worker_posts_per_s", f"{worker_rate:.1f}", "posts/s")
     bench("cycle_http_posts_per_s", f"{http_rate:.1f}", "posts/s")
     connections.close_all()  # the next benchmark drops and recreates the database
 
 
 if __name__ == "__main__":
-    main()
+    mode, *args = sys.argv[1:] or ["main"]
+    if mode == "main":
+        main()
+    elif mode == "client":
+        setup()
+        run_client(float(args[0]), int(args[1]))
+    else:
+        sys.exit(f"unknown mode {mode!r}")

@@ -86,6 +86,7 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
         "BENCH_CYCLE_POSTS": "4",
         "BENCH_CYCLE_RUNS": "1",
         "BENCH_CYCLE_HTTP_POSTS": "2",
+        "BENCH_CYCLE_CLIENTS": "2",
         "REVIEWFLOW_VAR_DIR": str(tmp_path),
     }
     try:
@@ -106,6 +107,7 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
         "cycle_queries_per_post",
         "cycle_client_cpu_ms_per_post",
         "cycle_db_cpu_ms_per_post",
+        "cycle_parallel_posts_per_s",
         "cycle_worker_posts_per_s",
         "cycle_http_posts_per_s",
     }
