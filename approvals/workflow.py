@@ -186,6 +186,8 @@ class ContentError(WorkflowError):
 
 
 def _new_revision(post, author, content):
+    """The post's next revision, written from `content`, holding its accounts and tags: reading
+    them back in this transaction would return the same rows."""
     number = (post.current_revision.number + 1) if post.current_revision_id else 1
     revision = Revision.objects.create(
         post=post,
@@ -207,7 +209,17 @@ def _new_revision(post, author, content):
     revision.accounts.add(*content.accounts)
     if content.tags:
         revision.tags.add(*content.tags)
+    _as_prefetched(revision, accounts=content.accounts, tags=content.tags)
     return revision
+
+
+def _as_prefetched(instance, **related):
+    """Hold these related objects as if prefetch_related had read them."""
+    cache = instance.__dict__.setdefault("_prefetched_objects_cache", {})
+    for name, objects in related.items():
+        queryset = getattr(instance, name).all()
+        queryset._result_cache, queryset._prefetch_done = list(objects), True
+        cache[name] = queryset
 
 
 def _content_of(revision):
@@ -221,10 +233,9 @@ def _content_of(revision):
     )
 
 
-def _revision_summary(revision, content=None):
-    """What the ledger records of a revision; `content`: what it was just written from."""
-    accounts = content.accounts if content is not None else revision.accounts.all()
-    tags = content.tags if content is not None else revision.tags.all()
+def _revision_summary(revision):
+    """What the ledger records of a revision."""
+    accounts, tags = revision.accounts.all(), revision.tags.all()
     return {
         "revision": revision.number,
         "content_hash": revision.content_hash,
@@ -262,10 +273,10 @@ def create_post(
         actor=author,
         post=post,
         publish_at=publish_at.isoformat() if publish_at else None,
-        **_revision_summary(post.current_revision, content),
+        **_revision_summary(post.current_revision),
     )
     if submit:
-        _submit(post, author, written=content)
+        _submit(post, author, fresh=True)
     return post
 
 
@@ -300,7 +311,7 @@ def edit_post(
         _save_edit(post, by, content if changed else None, publish_at)
     # (New content on an approved post voided the approval and sent it back to review.)
     if submit and post.state != State.IN_REVIEW:
-        _submit(post, by, written=content if changed else None)
+        _submit(post, by, fresh=changed)
     return post
 
 
@@ -450,13 +461,12 @@ def submit(post_id, by, *, comment=""):
     return post
 
 
-def _submit(post, by, comment="", written=None):
-    """Send the locked post's current revision to review. `written`: the Content that revision
-    was written from in this transaction (so it has no review steps or findings yet, and its
-    accounts and tags are known)."""
+def _submit(post, by, comment="", fresh=False):
+    """Send the locked post's current revision to review. `fresh`: that revision was written in
+    this transaction, so it has no review steps or findings yet."""
     revision = post.current_revision
     if (
-        written is None
+        not fresh
         and post.state in (State.CHANGES_REQUESTED, State.EXPIRED)
         and post.steps.filter(revision_id=revision.pk).exists()
     ):
@@ -466,18 +476,15 @@ def _submit(post, by, comment="", written=None):
                 "edit the post before submitting it again."
             )
         # The approval lapsed: the same content goes through review again, as a new revision.
-        written = _content_of(revision)
-        post.current_revision = revision = _new_revision(post, by, written)
+        post.current_revision = revision = _new_revision(post, by, _content_of(revision))
         post.save(update_fields=["current_revision"])
-    # The revision is immutable and the post locked: its accounts and tags are read once, for
-    # the policy checks, the route and the transition's condition alike.
+        fresh = True
+    # The revision is immutable and the post locked: its accounts and tags are read once (none
+    # when it was just written), for the policy checks, the route and the transition's condition.
     revision.post = post
-    if written is None:
-        prefetch_related_objects([revision], "accounts", "tags")
-    else:
-        _as_prefetched(revision, accounts=written.accounts, tags=written.tags)
+    prefetch_related_objects([revision], "accounts", "tags")
     submittable = (State.DRAFT, State.CHANGES_REQUESTED, State.EXPIRED)
-    route = _route(post, fresh=written is not None) if post.state in submittable else None
+    route = _route(post, fresh=fresh) if post.state in submittable else None
     before = _move(post, "submit", by, unmet="Choose at least one account before submitting.")
     _enter_review(
         post,
@@ -487,16 +494,6 @@ def _submit(post, by, comment="", written=None):
         comment=clean_text(comment).strip(),
         **{"from": before, "to": State.IN_REVIEW},
     )
-
-
-def _as_prefetched(instance, **related):
-    """Hold these related objects as if prefetch_related had read them: they were written in
-    this transaction, so reading them again would return the same rows."""
-    cache = instance.__dict__.setdefault("_prefetched_objects_cache", {})
-    for name, objects in related.items():
-        queryset = getattr(instance, name).all()
-        queryset._result_cache, queryset._prefetch_done = list(objects), True
-        cache[name] = queryset
 
 
 def _close_open_steps(post, state=ReviewStep.State.CANCELLED):

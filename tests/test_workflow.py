@@ -301,6 +301,27 @@ def test_create_and_submit_at_once_reads_less_than_drafting_then_submitting(worl
     assert Post.objects.filter(state=State.IN_REVIEW).count() == 4
 
 
+def test_a_new_revision_is_not_read_back(world, draft):
+    """Its accounts and tags were just written: the ledger's summary, the policy checks and the
+    route of the submit take them from what was written."""
+    with CaptureQueriesContext(connection) as queries:
+        workflow.edit_post(
+            draft.pk,
+            world.alice,
+            text="Webinaire épargne jeudi. Capital at risk.",
+            account_ids=[world.lyon_sandbox.pk],
+            submit=True,
+        )
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT")
+        and ("approvals_revision_accounts" in q["sql"] or "approvals_revision_tags" in q["sql"])
+    ]
+    assert reads == []
+    assert Post.objects.get(pk=draft.pk).state == State.IN_REVIEW
+
+
 def test_edit_and_submit_a_draft_at_once(world, draft):
     post = workflow.edit_post(
         draft.pk,
