@@ -57,6 +57,13 @@ class PostForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         help_text="In your timezone. Leave empty to publish as soon as it is approved.",
     )
+    comment = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Note to reviewers",
+        max_length=2000,
+        help_text="Optional: goes with “Submit for review”, in the post's timeline.",
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

@@ -258,9 +258,11 @@ def create_post(
     publish_at=None,
     image=None,
     submit=False,
+    comment="",
 ):
-    """Draft a post; with `submit`, send it to review in the same transaction: if it cannot go
-    (a blocking finding, no route), nothing is saved."""
+    """Draft a post; with `submit`, send it to review in the same transaction, with the
+    `comment` for the reviewers: if it cannot go (a blocking finding, no route), nothing is
+    saved."""
     membership = getattr(author, "membership", None)
     if membership is None:
         raise NotAllowed("Only advisors who belong to a team can draft posts.")
@@ -276,7 +278,7 @@ def create_post(
         **_revision_summary(post.current_revision),
     )
     if submit:
-        _submit(post, author, fresh=True)
+        _submit(post, author, comment, fresh=True)
     return post
 
 
@@ -292,11 +294,12 @@ def edit_post(
     publish_at=None,
     image=KEEP,
     submit=False,
+    comment="",
 ):
     """Save new content. Editing approved content voids the approval and resubmits it.
 
-    `image`: KEEP the current one, None to remove it, or a new upload. `submit`: then send the
-    post to review, in the same transaction (as `create_post`).
+    `image`: KEEP the current one, None to remove it, or a new upload. `submit`, `comment`: then
+    send the post to review, in the same transaction (as `create_post`).
     """
     post = _lock(post_id)
     if by.pk != post.author_id:
@@ -311,7 +314,7 @@ def edit_post(
         _save_edit(post, by, content if changed else None, publish_at)
     # (New content on an approved post voided the approval and sent it back to review.)
     if submit and post.state != State.IN_REVIEW:
-        _submit(post, by, fresh=changed)
+        _submit(post, by, comment, fresh=changed)
     return post
 
 

@@ -328,9 +328,12 @@ def test_a_new_post_goes_to_review_in_one_click(browser_page, live_server, world
     page.get_by_role("link", name="New post", exact=True).click()
     page.get_by_label("Text").fill("Portes ouvertes samedi à Lyon.")
     page.get_by_label("Lyon branch").check()
+    page.get_by_label("Note to reviewers").fill("Pour la campagne de printemps.")
+    assert unlabelled_fields(page) == []
     page.get_by_role("button", name="Submit for review", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Submitted for review.")
     expect(page.locator("h1 .state")).to_have_text("In review")
+    expect(page.locator(".timeline")).to_contain_text("Pour la campagne de printemps.")
     post = Post.objects.get()
     assert post.state == State.IN_REVIEW and post.revisions.count() == 1
     errors.assert_none()

@@ -246,16 +246,25 @@ def test_submit_for_review_from_the_new_post_form(client, world):
     client.force_login(world.alice)
     form = client.get(reverse("post_create")).content.decode()
     assert f"{SUBMIT_BUTTON}Submit for review</button>" in form
+    assert 'name="comment"' in form  # the note to reviewers goes with it
     response = client.post(
         reverse("post_create"),
-        {"text": "Portes ouvertes samedi.", "accounts": [world.lyon_sandbox.pk], "submit": "1"},
+        {
+            "text": "Portes ouvertes samedi.",
+            "accounts": [world.lyon_sandbox.pk],
+            "comment": "Pour la campagne <printemps>.",
+            "submit": "1",
+        },
     )
     post = Post.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("post_detail", args=[post.pk])
     assert post.state == "in_review"
+    submitted = LedgerEntry.objects.get(post_id=post.pk, event="post.submitted")
+    assert submitted.payload["comment"] == "Pour la campagne <printemps>."
     page = client.get(response["Location"]).content.decode()
     assert "Submitted for review." in page and "Draft saved." not in page
+    assert "Pour la campagne &lt;printemps&gt;." in page  # in the timeline, escaped
 
 
 def test_a_blocked_submit_shows_the_form_again_as_typed_and_saves_nothing(client, world):
@@ -292,8 +301,10 @@ def test_save_and_submit_is_offered_on_a_draft_but_not_on_an_approved_post(
     page = client.get(reverse("post_edit", args=[approved.pk])).content.decode()
     assert ">Save changes</button>" in page
     assert "Save and submit for review" not in page and 'name="submit"' not in page
+    assert 'name="comment"' not in page  # no note: an edit of approved content resubmits it
     page = client.get(reverse("post_edit", args=[draft.pk])).content.decode()
     assert f"{SUBMIT_BUTTON}Save and submit for review</button>" in page
+    assert 'name="comment"' in page
 
     response = client.post(
         reverse("post_edit", args=[draft.pk]),

@@ -65,6 +65,7 @@ def _save_post(request, post=None):
                     **form.workflow_kwargs,
                     image=form.image_choice(None),
                     submit=submit,
+                    comment=form.cleaned_data["comment"],
                 )
                 return done(request, "Submitted for review." if submit else "Draft saved.", post)
             was_approved = post.state == State.APPROVED
@@ -74,6 +75,7 @@ def _save_post(request, post=None):
                 **form.workflow_kwargs,
                 image=form.image_choice(workflow.KEEP),
                 submit=submit,
+                comment=form.cleaned_data["comment"],
             )
             if was_approved and post.state == State.IN_REVIEW:
                 message = "Saved. The approval is void: the post is back in review."
