@@ -312,7 +312,7 @@ def edit_post(
     changed = content.hash != post.current_revision.content_hash
     if changed or publish_at != post.publish_at:
         _save_edit(post, by, content if changed else None, publish_at)
-    # (New content on an approved post voided the approval and sent it back to review.)
+    # New content on an approved post has voided the approval and resubmitted it already.
     if submit and post.state != State.IN_REVIEW:
         _submit(post, by, comment, fresh=changed)
     return post
