@@ -269,7 +269,8 @@ def create_post(
     content = _validate_content(author, text, link, account_ids, tag_ids, image)
     post = Post.objects.create(team_id=membership.team_id, author=author, publish_at=publish_at)
     post.current_revision = _new_revision(post, author, content)
-    post.save(update_fields=["current_revision"])
+    if not submit:  # else the submit's move saves the post, this pointer with it
+        post.save(update_fields=["current_revision"])
     ledger.append(
         "post.created",
         actor=author,

@@ -274,14 +274,15 @@ def test_create_and_submit_with_a_blocking_finding_saves_nothing(
 
 def test_create_and_submit_at_once_reads_less_than_drafting_then_submitting(world):
     """One transaction reads the new revision's accounts, tags and findings from what it just
-    wrote, and locks the post once."""
+    wrote, locks the post once, and updates it once (the move, with the revision pointer)."""
 
     def statements(work):
         with CaptureQueriesContext(connection) as queries:
             work()
         sql = [q["sql"].lstrip().upper() for q in queries.captured_queries]
         sql = [s for s in sql if not s.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
-        return len(sql), sum(s.startswith("SELECT") for s in sql)
+        post_updates = sum(s.startswith('UPDATE "APPROVALS_POST"') for s in sql)
+        return len(sql), sum(s.startswith("SELECT") for s in sql), post_updates
 
     content = {"text": "Webinaire épargne jeudi.", "account_ids": [world.lyon_sandbox.pk]}
 
@@ -294,8 +295,9 @@ def test_create_and_submit_at_once_reads_less_than_drafting_then_submitting(worl
 
     separately()  # warm: the configuration's snapshot
     at_once()
-    all_separate, reads_separate = statements(separately)
-    all_at_once, reads_at_once = statements(at_once)
+    all_separate, reads_separate, _ = statements(separately)
+    all_at_once, reads_at_once, post_updates = statements(at_once)
+    assert post_updates == 1
     assert reads_at_once < reads_separate
     assert all_at_once < all_separate
     assert Post.objects.filter(state=State.IN_REVIEW).count() == 4
