@@ -1,9 +1,14 @@
 from django import forms
 from django.conf import settings
+from django.core import signing
+from django.core.files.storage import default_storage
 from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
+from . import media
 from .models import SocialAccount, Tag
+
+KEPT_IMAGE_MAX_AGE = 24 * 3600  # seconds an image chosen in a refused try waits for the next
 
 
 class AccountChoiceField(forms.ModelMultipleChoiceField):
@@ -50,7 +55,10 @@ class PostForm(forms.Form):
         widget=forms.FileInput(attrs={"accept": "image/png,image/jpeg,image/gif,image/webp"}),
         help_text="Optional: one PNG, JPEG, GIF or WebP image, approved with the text.",
     )
-    remove_image = forms.BooleanField(required=False, label="Remove the current image")
+    remove_image = forms.BooleanField(required=False, label="Remove the image")
+    # Browsers empty a file input when a form comes back with errors: the image chosen in that
+    # try is stored and named here, signed for its author, so it is not lost (see keep_image).
+    kept_image = forms.CharField(required=False, widget=forms.HiddenInput)
     publish_at = forms.DateTimeField(
         required=False,
         label="Publish at",
@@ -67,6 +75,8 @@ class PostForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
+        self.user = user
+        self.kept = None  # {"token", "name", "filename"} of the image kept from a refused try
         self.fields["accounts"].queryset = SocialAccount.objects.usable_by(user)
         self.fields["text"].validators.append(
             MaxLengthValidator(settings.REVIEWFLOW["MAX_POST_LENGTH"])
@@ -92,11 +102,56 @@ class PostForm(forms.Form):
             "publish_at": data["publish_at"],
         }
 
+    def clean(self):
+        data = super().clean()
+        token = data.get("kept_image")
+        if token and not data.get("image") and not data.get("remove_image"):
+            if (kept := read_kept_image(token, self.user)) is None:
+                self.add_error(
+                    "image", "The image you chose before is no longer available: choose it again."
+                )
+            else:
+                self.kept = {"token": token, **kept}
+        return data
+
     def image_choice(self, keep):
-        """For the workflow: a new upload, None to remove, or `keep` to keep the current one."""
+        """For the workflow: a new upload (or the one kept from a refused try), None to remove,
+        or `keep` to keep the current one."""
         if self.cleaned_data.get("image"):
             return self.cleaned_data["image"]
-        return None if self.cleaned_data.get("remove_image") else keep
+        if self.cleaned_data.get("remove_image"):
+            return None
+        return default_storage.open(self.kept["name"]) if self.kept else keep
+
+    def keep_image(self):
+        """The form goes back to its author: store the image chosen in this try, so that the
+        form shown again holds it (the workflow checks it again when it is sent)."""
+        upload = getattr(self, "cleaned_data", {}).get("image")
+        if not upload or self.has_error("image"):
+            return
+        try:
+            sha256 = media.check_image(upload)
+        except ValueError as error:
+            self.add_error("image", str(error))
+            return
+        kept = {"name": media.store_image(upload, sha256), "filename": upload.name}
+        self.kept = {"token": signing.dumps(kept, salt=_kept_salt(self.user)), **kept}
+
+
+def read_kept_image(token, user):
+    """{"name": in storage, "filename": as chosen} of a token from PostForm.keep_image, for the
+    user it was made for; None when the token is not valid, too old, or the file is gone."""
+    try:
+        kept = signing.loads(token, salt=_kept_salt(user), max_age=KEPT_IMAGE_MAX_AGE)
+        if default_storage.exists(kept["name"]):
+            return {"name": kept["name"], "filename": kept["filename"]}
+    except (signing.BadSignature, KeyError, TypeError):
+        pass
+    return None
+
+
+def _kept_salt(user):
+    return f"approvals.kept-image.{user.pk}"  # a token serves only its author
 
 
 class DecisionForm(forms.Form):

@@ -14,6 +14,7 @@ urlpatterns = [
         posts.revision_image,
         name="revision_image",
     ),
+    path("posts/kept-image/<str:token>/", posts.kept_image, name="kept_image"),
     path("posts/<int:pk>/submit/", posts.post_submit, name="post_submit"),
     path("posts/<int:pk>/withdraw/", posts.post_withdraw, name="post_withdraw"),
     path("posts/<int:pk>/retry/", posts.post_retry, name="post_retry"),

@@ -4,6 +4,7 @@ Runs against pytest-django's live_server with Celery eager, so an approval publi
 sandbox network before the reviewer's page comes back.
 """
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from approvals import workflow
 from approvals.models import Post
 from approvals.models.posts import State
 from tests.conftest import PASSWORD
+from tests.test_images import PNG
 
 pytestmark = [pytest.mark.browser]
 
@@ -336,4 +338,35 @@ def test_a_new_post_goes_to_review_in_one_click(browser_page, live_server, world
     expect(page.locator(".timeline")).to_contain_text("Pour la campagne de printemps.")
     post = Post.objects.get()
     assert post.state == State.IN_REVIEW and post.revisions.count() == 1
+    errors.assert_none()
+
+
+def test_the_image_chosen_stays_when_the_post_is_refused(
+    browser_page, live_server, world, settings, tmp_path
+):
+    """Browsers empty a file input when the form comes back: the image is kept for her."""
+    settings.MEDIA_ROOT = tmp_path
+    page, base = browser_page, live_server.url
+    errors = BrowserErrors(page)
+    errors.expect(400, "/posts/new/")
+    log_in(page, base, "alice")
+    page.get_by_role("link", name="New post", exact=True).click()
+    page.get_by_label("Text").fill("Rendement garanti de 8 % !")
+    page.get_by_label("Lyon branch").check()
+    page.locator("input[name=image]").set_input_files(
+        files=[{"name": "photo.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    page.get_by_role("button", name="Submit for review", exact=True).click()
+    expect(page.locator("#post-form").get_by_role("alert")).to_contain_text("garanti")
+    expect(page.locator(".kept-image")).to_contain_text("Kept from your last try: photo.png")
+    kept = page.get_by_alt_text("The image you chose")
+    expect(kept).to_be_visible()
+    assert kept.evaluate("img => img.naturalWidth") == 1
+    page.get_by_label("Text").fill("Portes ouvertes samedi à Lyon.")
+    page.get_by_role("button", name="Submit for review", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Submitted for review.")
+    shown = page.get_by_alt_text("Image of revision 1")
+    expect(shown).to_be_visible()
+    assert shown.evaluate("img => img.naturalWidth") == 1
+    assert Post.objects.get().current_revision.image_sha256 == hashlib.sha256(PNG).hexdigest()
     errors.assert_none()

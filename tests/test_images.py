@@ -1,6 +1,8 @@
 """One image per post: checked by its bytes, part of the approved content hash, served privately."""
 
 import base64
+import hashlib
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -116,3 +118,123 @@ def test_image_is_served_only_to_people_who_may_see_the_post(client, world):
     assert client.get(url).status_code == 404
     client.logout()
     assert client.get(url).status_code == 302
+
+
+# --- An image chosen in a refused try is kept -----------------------------------------------------
+
+BLOCKED_TEXT = "Rendement garanti de 8 % !"  # the default lexicon blocks a promise of return
+KEPT_TOKEN = re.compile(r'name="kept_image" value="([^"]+)"')
+
+
+def refused_try(client, world, **fields):
+    """alice's New post sent with an image and something refused; the kept image's token."""
+    client.force_login(world.alice)
+    data = {"text": BLOCKED_TEXT, "accounts": [world.lyon_sandbox.pk], "image": upload()}
+    response = client.post(reverse("post_create"), {**data, "submit": "1", **fields})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Kept from your last try: photo.png" in page
+    return KEPT_TOKEN.search(page).group(1)
+
+
+@pytest.mark.parametrize(
+    "refusal", [{}, {"text": "Portes ouvertes", "publish_at": "2020-01-01T10:00"}]
+)
+def test_an_image_chosen_before_a_refusal_goes_with_the_next_try(client, world, refusal):
+    """A blocking finding, or a field the form refuses: the advisor fixes it without choosing
+    the image again, and the post carries it."""
+    token = refused_try(client, world, **refusal)
+    assert not Post.objects.exists()
+    response = client.post(
+        reverse("post_create"),
+        {
+            "text": "Portes ouvertes samedi.",
+            "accounts": [world.lyon_sandbox.pk],
+            "kept_image": token,
+            "submit": "1",
+        },
+    )
+    assert response.status_code == 302
+    revision = Post.objects.get().current_revision
+    assert revision.image_sha256 == hashlib.sha256(PNG).hexdigest()
+    assert ReleasedContent.of(revision).hash_matches()
+
+
+def test_the_kept_image_is_shown_to_its_author_only(client, world):
+    token = refused_try(client, world)
+    url = reverse("kept_image", args=[token])
+    image = client.get(url)
+    assert image.status_code == 200 and image["Content-Type"] == "image/png"
+    assert b"".join(image.streaming_content) == PNG
+    client.force_login(world.bruno)  # another advisor cannot see it, nor post it as theirs
+    assert client.get(url).status_code == 404
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Portes ouvertes", "accounts": [world.paris_sandbox.pk], "kept_image": token},
+    )
+    assert response.status_code == 400
+    assert "The image you chose before is no longer available" in response.content.decode()
+    assert not Post.objects.exists()
+
+
+@pytest.mark.parametrize("token", ["forged", "a:b:c", ""])
+def test_a_forged_kept_image_is_refused_with_a_message(client, world, token):
+    client.force_login(world.alice)
+    response = client.post(
+        reverse("post_create"),
+        {"text": "Portes ouvertes", "accounts": [world.lyon_sandbox.pk], "kept_image": token},
+    )
+    if token:
+        assert response.status_code == 400
+        assert "no longer available: choose it again" in response.content.decode()
+        assert not Post.objects.exists()
+        assert client.get(f"/posts/kept-image/{token}/").status_code == 404
+    else:  # no kept image: a post without one
+        assert response.status_code == 302 and not Post.objects.get().current_revision.image
+
+
+def test_removing_the_kept_image_saves_the_post_without_it(client, world):
+    token = refused_try(client, world)
+    response = client.post(
+        reverse("post_create"),
+        {
+            "text": "Portes ouvertes",
+            "accounts": [world.lyon_sandbox.pk],
+            "kept_image": token,
+            "remove_image": "on",
+        },
+    )
+    assert response.status_code == 302 and not Post.objects.get().current_revision.image
+
+
+def test_an_edit_refused_keeps_the_new_image_over_the_current_one(client, world):
+    post = workflow.create_post(
+        world.alice, text="Version 1", account_ids=[world.lyon_sandbox.pk], image=upload()
+    )
+    other = PNG[:-12] + b"\x00" * 12  # another file with a PNG's signature
+    client.force_login(world.alice)
+    edit = reverse("post_edit", args=[post.pk])
+    response = client.post(
+        edit,
+        {
+            "text": BLOCKED_TEXT,
+            "accounts": [world.lyon_sandbox.pk],
+            "image": upload(other, "new.png"),
+            "submit": "1",
+        },
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Kept from your last try: new.png" in page
+    assert reverse("revision_image", args=[post.pk, 1]) not in page  # the new one is shown
+    response = client.post(
+        edit,
+        {
+            "text": "Version 2",
+            "accounts": [world.lyon_sandbox.pk],
+            "kept_image": KEPT_TOKEN.search(page).group(1),
+        },
+    )
+    assert response.status_code == 302
+    revision = Post.objects.get().current_revision
+    assert revision.number == 2 and revision.image_sha256 == hashlib.sha256(other).hexdigest()

@@ -1,6 +1,7 @@
 from collections import defaultdict
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -17,6 +18,7 @@ from approvals.forms import (
     PostForm,
     ReleaseClaimForm,
     WithdrawForm,
+    read_kept_image,
 )
 from approvals.highlight import checks_context
 from approvals.models import LedgerEntry, Post, Publication, RevisionView
@@ -91,6 +93,8 @@ def _save_post(request, post=None):
                 return refused(request, error, post)
             form.add_error(None, error.message)  # could not go to review: nothing was saved
             status = error.status
+    if request.method == "POST":
+        form.keep_image()  # the browser will not send the chosen file again
     return render(request, "approvals/post_form.html", {"form": form, "post": post}, status=status)
 
 
@@ -413,9 +417,21 @@ def revision_image(request, pk, number):
     revision = get_object_or_404(post.revisions, number=number)
     if not revision.image:
         raise Http404("No image")
-    response = FileResponse(
-        revision.image.open("rb"), content_type=media.content_type(revision.image.path)
-    )
+    return _private_image(revision.image.open("rb"))
+
+
+def kept_image(request, token):
+    """The image kept from a refused try of the compose form, for its author only."""
+    kept = read_kept_image(token, request.user)
+    if kept is None:
+        raise Http404("No image")
+    return _private_image(default_storage.open(kept["name"], "rb"))
+
+
+def _private_image(file):
+    head = file.read(16)
+    file.seek(0)
+    response = FileResponse(file, content_type=media.mime_type(head))
     response["Content-Disposition"] = "inline"
     response["Cache-Control"] = "private, max-age=3600"
     return response
