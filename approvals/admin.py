@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet, model_to_dict
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -319,6 +319,36 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class LedgerExportForm(forms.Form):
+    first_day = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Entries from this day on (server timezone). Empty: from the first entry.",
+    )
+    last_day = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Up to the end of this day. Empty: up to the last entry.",
+    )
+    post = forms.IntegerField(
+        required=False, min_value=1, help_text="Only the entries of this post (its number)."
+    )
+
+    def clean(self):
+        data = super().clean()
+        first, last = data.get("first_day"), data.get("last_day")
+        if first and last and last < first:
+            raise ValidationError("The last day is before the first day.")
+        return data
+
+    def scope(self):
+        """export_lines' arguments."""
+        since, until = ledger.export_period(
+            self.cleaned_data["first_day"], self.cleaned_data["last_day"]
+        )
+        return {"since": since, "until": until, "post_id": self.cleaned_data["post"]}
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["seq", "created_at", "actor", "event", "post_id", "short_hash"]
@@ -329,6 +359,42 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     @admin.display(description="hash")
     def short_hash(self, entry):
         return entry.hash[:16]
+
+    def get_urls(self):
+        export = path(
+            "export/",
+            self.admin_site.admin_view(self.export_view),
+            name="approvals_ledgerentry_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request):
+        """The ledger, a period of it or one post's entries, as a file for an auditor."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = LedgerExportForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            scope = form.scope()
+            ledger.record_export(via="admin", actor=request.user, **scope)
+            response = StreamingHttpResponse(
+                ledger.export_lines(**scope), content_type="application/x-ndjson; charset=utf-8"
+            )
+            name = f"reviewflow-ledger-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Export the ledger for an auditor",
+            "form": form,
+            "hash_rule": ledger.EXPORT_HASH_RULE,
+        }
+        return TemplateResponse(
+            request,
+            "admin/approvals/ledgerentry/export.html",
+            context,
+            status=400 if form.is_bound else 200,
+        )
 
 
 @admin.register(Post)

@@ -1,10 +1,11 @@
-"""The ledger: append, verify. One hash chain over every event, append-only in the database."""
+"""The ledger: append, verify, export. One hash chain over every event, append-only in the
+database."""
 
 import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, time, timedelta
 from operator import itemgetter
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -343,7 +344,7 @@ class Break:
         return f"entry #{self.seq}: {self.reason}"
 
 
-# The columns verify() reads, as tuples: no model instance per entry.
+# The columns verify() and export_lines() read, as tuples: no model instance per entry.
 _VERIFIED_FIELDS = (
     "seq",
     "prev_hash",
@@ -389,3 +390,127 @@ def verify_chain(batch_size=5000):
 def verify(batch_size=5000):
     """Walk the chain; return the first broken link, or None when the chain is sound."""
     return verify_chain(batch_size)[0]
+
+
+# --- Export: the archive as a file an auditor checks without ReviewFlow -------------------------
+
+EXPORT_FORMAT = "reviewflow-ledger-export/1"
+EXPORT_HASH_RULE = (
+    "Each entry's hash is the hex SHA-256 of the UTF-8 bytes of its prev_hash followed by the JSON"
+    " of its seq, created_at, actor_id, actor, event, post_id and payload (keys sorted at every"
+    " level, no spaces, non-ASCII characters as they are); prev_hash is the previous entry's hash,"
+    " 64 zeros before entry 1. The last line counts the entries and repeats the last hash, so a"
+    " file cut short shows."
+)
+_ENTRY_FIELDS = ("seq", "created_at", "actor_id", "actor", "event", "post_id", "payload")
+
+
+def export_period(first_day=None, last_day=None):
+    """(since, until) for export_lines: from the start of `first_day` to the end of `last_day`,
+    both included, in the server's timezone; None where a day is not given."""
+
+    def start(day):
+        return timezone.make_aware(datetime.combine(day, time.min))
+
+    return (
+        start(first_day) if first_day else None,
+        start(last_day + timedelta(days=1)) if last_day else None,
+    )
+
+
+def record_export(*, via, actor=None, since=None, until=None, post_id=None):
+    """Put the export on the record before it is written: who took which part of the archive."""
+    with transaction.atomic():
+        append(
+            "ledger.exported",
+            actor=actor,
+            via=via,
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            post_id=post_id,
+        )
+
+
+def export_lines(*, since=None, until=None, post_id=None, batch_size=5000):
+    """The ledger as JSON Lines: a header, one line per entry with its hashes, an end line.
+
+    All entries, or those created in [since, until), or those of one post. Streams through one
+    query (a server-side cursor on PostgreSQL), so memory stays flat and the file is one snapshot.
+    """
+    entries = LedgerEntry.objects.order_by("seq")
+    if since is not None:
+        entries = entries.filter(created_at__gte=since)
+    if until is not None:
+        entries = entries.filter(created_at__lt=until)
+    if post_id is not None:
+        entries = entries.filter(post_id=post_id)
+    scope = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "post_id": post_id,
+    }
+    yield (
+        canonical_json(
+            {
+                "format": EXPORT_FORMAT,
+                "exported_at": timezone.now().astimezone(UTC).isoformat(),
+                "scope": scope,
+                "hash_rule": EXPORT_HASH_RULE,
+            }
+        )
+        + "\n"
+    )
+    count, last_hash = 0, None
+    rows = entries.values_list(*_VERIFIED_FIELDS).iterator(chunk_size=batch_size)
+    for row in rows:
+        entry = dict(zip(_VERIFIED_FIELDS, row, strict=True))
+        entry["created_at"] = entry["created_at"].astimezone(UTC).isoformat()  # as hashed
+        yield canonical_json(entry) + "\n"
+        count, last_hash = count + 1, entry["hash"]
+    yield canonical_json({"end": {"entries": count, "last_hash": last_hash}}) + "\n"
+
+
+def verify_export(lines):
+    """Check an export, line by line, as an auditor would: (the first problem or None, the
+    number of entries whose hash is sound). Each entry must hash to its `hash`, seqs must rise,
+    and consecutive entries must link; an export of the whole ledger or of a period (not of one
+    post) must have no gap. Needs no database."""
+    lines = iter(lines)
+    try:
+        header = json.loads(next(lines))
+        contiguous = header["scope"]["post_id"] is None
+        if header["format"] != EXPORT_FORMAT:
+            raise ValueError
+    except (StopIteration, ValueError, KeyError, TypeError):
+        return "this is not a ReviewFlow ledger export (no header line)", 0
+    count, previous = 0, None  # previous: (seq, hash) of the last entry read
+    for number, line in enumerate(lines, start=2):
+        try:
+            record = json.loads(line)
+            if "end" in record:
+                end, last_hash = record["end"], previous[1] if previous else None
+                if end["entries"] != count or end["last_hash"] != last_hash:
+                    return f"line {number}: the end line does not match the entries read", count
+                if next(lines, None) is not None:
+                    return f"line {number + 1}: text after the end line", count
+                return None, count
+            seq, prev_hash, stored = record["seq"], record["prev_hash"], record["hash"]
+            if not (
+                isinstance(seq, int) and isinstance(prev_hash, str) and isinstance(stored, str)
+            ):
+                raise TypeError
+            fields = [record[name] for name in _ENTRY_FIELDS]
+            fields[1] = datetime.fromisoformat(fields[1])
+        except (ValueError, KeyError, TypeError):
+            return f"line {number}: not a ledger entry", count
+        if previous is not None and seq <= previous[0]:
+            return f"entry #{seq}: out of order (after #{previous[0]})", count
+        expected = previous[0] + 1 if previous else 1
+        if contiguous and previous is not None and seq != expected:
+            return f"entry #{expected}: missing (next entry found is #{seq})", count
+        if seq == expected and prev_hash != (previous[1] if previous else GENESIS_HASH):
+            return f"entry #{seq}: prev_hash does not match the previous entry's hash", count
+        if entry_hash(prev_hash, *fields) != stored:
+            return f"entry #{seq}: content does not match its hash (altered)", count
+        count, previous = count + 1, (seq, stored)
+    return "the export is cut short: no end line", count

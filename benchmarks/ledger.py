@@ -1,4 +1,5 @@
-"""The ledger on PostgreSQL: verifying a chain of 1,000,000 entries, and concurrent appends.
+"""The ledger on PostgreSQL: verifying and exporting a chain of 1,000,000 entries, and concurrent
+appends.
 
 Run by `make bench` (after the others) or alone: `python -m benchmarks.ledger`. It works in its
 own database, the DATABASE_URL database's name with "_ledger" appended
@@ -16,6 +17,11 @@ Figures, one line each on stdout (progress goes to stderr):
   BENCH ledger_verify_peak_mb  growth of the verifying process's peak RSS during verify()
                                (ru_maxrss after minus before, in a fresh process): flat memory
                                means a few MB whatever the length of the chain
+  BENCH ledger_export_s        seconds for ledger.export_lines() to write the whole chain to a
+                               file, as `manage.py export_ledger` does for an auditor
+  BENCH ledger_export_peak_mb  the growth of peak RSS it causes (as for verify)
+  BENCH ledger_export_check_s  seconds for ledger.verify_export() to check that file, as
+                               `verify_ledger --file` does, without the database
   BENCH ledger_append_per_s    appends per second from 8 processes, each with its own connection,
                                each append in its own transaction, for BENCH_APPEND_SECONDS; the
                                chain is verified afterwards (no fork, no gap, every hash)
@@ -57,7 +63,7 @@ def ledger_url(url):
 
 
 def child(mode, *args, env=None):
-    """Run this module in a fresh interpreter (`mode` is load, verify or append)."""
+    """Run this module in a fresh interpreter (`mode` is load, verify, export or append)."""
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.ledger", mode, *map(str, args)],
         env=env or os.environ,
@@ -138,6 +144,32 @@ def run_verify():
     print(f"{elapsed:.3f} {(after - before) / 1024:.1f} {broken or 'sound'}")
 
 
+def run_export():
+    """In a fresh process: time export_lines() into a file and the growth of peak RSS it
+    causes, then verify_export() over that file."""
+    import tempfile
+
+    setup()
+    from django.db import connection
+
+    from approvals import ledger
+
+    connection.ensure_connection()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        started = time.perf_counter()
+        out.writelines(ledger.export_lines())
+        exported = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out.seek(0)
+        started = time.perf_counter()
+        problem, count = ledger.verify_export(out)
+        checked = time.perf_counter() - started
+    print(
+        f"{exported:.3f} {(after - before) / 1024:.1f} {checked:.3f} {count} {problem or 'sound'}"
+    )
+
+
 def run_append(start_at, seconds):
     """In a fresh process: append, one transaction each, from start_at for `seconds`."""
     setup()
@@ -173,6 +205,17 @@ def measure_verify(env):
         fail(f"verify() grew the process by {peak_mb} MB: it does not stream")
     bench("ledger_verify_s", f"{float(elapsed):.1f}", "s")
     bench("ledger_verify_peak_mb", peak_mb, "MB")
+
+
+def measure_export(env):
+    exported, peak_mb, checked, count, verdict = child("export", env=env).split(maxsplit=4)
+    if verdict.strip() != "sound" or int(count) != ENTRIES:
+        fail(f"the export of {ENTRIES} entries checked {count}: {verdict.strip()}")
+    if float(peak_mb) > 100:
+        fail(f"export_lines() grew the process by {peak_mb} MB: it does not stream")
+    bench("ledger_export_s", f"{float(exported):.1f}", "s")
+    bench("ledger_export_peak_mb", peak_mb, "MB")
+    bench("ledger_export_check_s", f"{float(checked):.1f}", "s")
 
 
 def measure_append(env):
@@ -218,6 +261,7 @@ def main():
     recreate_database(url)
     subprocess.run([sys.executable, "-m", "benchmarks.ledger", "load"], env=env, check=True)
     measure_verify(env)
+    measure_export(env)
     subprocess.run([sys.executable, "-m", "benchmarks.ledger", "appends"], env=env, check=True)
 
 
@@ -233,6 +277,8 @@ if __name__ == "__main__":
         bench("ledger_load_s", f"{load():.1f}", "s")
     elif mode == "verify":
         run_verify()
+    elif mode == "export":
+        run_export()
     elif mode == "append":
         run_append(float(args[0]), float(args[1]))
     elif mode == "appends":

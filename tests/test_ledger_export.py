@@ -1,0 +1,221 @@
+"""The ledger handed to an auditor: a JSON Lines export, checked without ReviewFlow's database."""
+
+import hashlib
+import json
+from datetime import date, datetime
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals import ledger, workflow
+from approvals.models import LedgerEntry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def history(world, monkeypatch):
+    """Three days of ledger: a post of alice's created and submitted on each of 1, 2 and 3 March
+    2026, at noon, server time."""
+    posts = []
+    for day in (1, 2, 3):
+        moment = timezone.make_aware(datetime(2026, 3, day, 12, 0))
+        monkeypatch.setattr(timezone, "now", lambda moment=moment: moment)
+        posts.append(
+            workflow.create_post(
+                world.alice,
+                text=f"Journée n°{day} : épargne",
+                account_ids=[world.lyon_sandbox.pk],
+                submit=True,
+            )
+        )
+    monkeypatch.undo()
+    return posts
+
+
+def entries(lines):
+    return [json.loads(line) for line in lines[1:-1]]
+
+
+def test_the_whole_ledger_is_exported_and_checked_without_the_database(
+    history, django_assert_num_queries
+):
+    lines = list(ledger.export_lines())
+    assert all(line.endswith("\n") and "\n" not in line[:-1] for line in lines)
+    header, end = json.loads(lines[0]), json.loads(lines[-1])
+    assert header["format"] == ledger.EXPORT_FORMAT and "SHA-256" in header["hash_rule"]
+    stored = list(LedgerEntry.objects.values_list("seq", "hash", "event"))
+    assert [(e["seq"], e["hash"], e["event"]) for e in entries(lines)] == stored
+    assert end == {"end": {"entries": len(stored), "last_hash": stored[-1][1]}}
+    with django_assert_num_queries(0):
+        assert ledger.verify_export(lines) == (None, len(stored))
+
+
+def test_an_auditor_recomputes_every_hash_with_the_standard_library_alone(history):
+    """What the header's hash_rule and the README tell an auditor, done as they would."""
+    previous = "0" * 64
+    for entry in entries(list(ledger.export_lines())):
+        body = {name: entry[name] for name in ledger._ENTRY_FIELDS}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert entry["prev_hash"] == previous
+        assert hashlib.sha256((previous + text).encode()).hexdigest() == entry["hash"]
+        previous = entry["hash"]
+
+
+def _replace(lines, index, **changes):
+    record = json.loads(lines[index])
+    return [*lines[:index], json.dumps({**record, **changes}) + "\n", *lines[index + 1 :]]
+
+
+def _forge(lines, index):
+    """Alter entry `index` and give it the hash of what it now says, as a forger would."""
+    record = json.loads(lines[index])
+    record["payload"] = {**record["payload"], "text": "Rendement garanti"}
+    fields = [record[name] for name in ledger._ENTRY_FIELDS]
+    fields[1] = datetime.fromisoformat(fields[1])
+    record["hash"] = ledger.entry_hash(record["prev_hash"], *fields)
+    return [*lines[:index], json.dumps(record) + "\n", *lines[index + 1 :]]
+
+
+@pytest.mark.parametrize(
+    "tamper, problem",
+    [
+        (lambda f: _replace(f, 3, actor="bruno"), "content does not match its hash (altered)"),
+        (lambda f: _forge(f, 3), "prev_hash does not match the previous entry's hash"),
+        (lambda f: f[:3] + f[4:], "missing (next entry found is"),
+        (lambda f: [f[0], f[2], f[1], *f[3:]], "out of order"),
+        (lambda f: f[:-1], "the export is cut short: no end line"),
+        (lambda f: f[:3] + f[-1:], "the end line does not match the entries read"),
+        (lambda f: [*f, f[-1]], "text after the end line"),
+        (lambda f: f[1:], "this is not a ReviewFlow ledger export"),
+        (lambda f: _replace(f, 2, seq="two"), "not a ledger entry"),
+        (lambda f: [*f[:2], "{not json\n", *f[2:]], "line 3: not a ledger entry"),
+    ],
+)
+def test_a_changed_export_is_caught_and_named(history, tamper, problem):
+    lines = list(ledger.export_lines())
+    found, _ = ledger.verify_export(tamper(lines))
+    assert found is not None and problem in found
+
+
+def test_a_period_holds_the_days_asked_and_still_links(history):
+    since, until = ledger.export_period(date(2026, 3, 2), date(2026, 3, 3))
+    lines = list(ledger.export_lines(since=since, until=until))
+    exported = entries(lines)
+    assert [e["post_id"] for e in exported] == [history[1].pk] * 2 + [history[2].pk] * 2
+    assert [e["created_at"][:10] for e in exported] == ["2026-03-02"] * 2 + ["2026-03-03"] * 2
+    first = LedgerEntry.objects.get(seq=exported[0]["seq"])
+    assert exported[0]["prev_hash"] == first.prev_hash  # links to the entry before the period
+    assert ledger.verify_export(lines) == (None, 4)
+    # A period has no gap: an entry taken out is missed, though each left hashes soundly.
+    found, _ = ledger.verify_export(lines[:2] + lines[3:])
+    assert (
+        found == f"entry #{exported[1]['seq']}: missing (next entry found is #{exported[2]['seq']})"
+    )
+
+
+def test_one_posts_entries_are_each_checked(history):
+    post = history[1]
+    lines = list(ledger.export_lines(post_id=post.pk))
+    exported = entries(lines)
+    assert [e["event"] for e in exported] == ["post.created", "post.submitted"]
+    assert ledger.verify_export(lines) == (None, 2)
+    found, _ = ledger.verify_export(_replace(lines, 2, payload={"comment": "ok"}))
+    assert "altered" in found
+
+
+def test_the_commands_export_a_period_and_check_the_file(history, tmp_path, capsys):
+    path = tmp_path / "ledger.jsonl"
+    call_command("export_ledger", "--since", "2026-03-02", "--until", "2026-03-03", "-o", path)
+    recorded = LedgerEntry.objects.order_by("seq").last()
+    assert recorded.event == "ledger.exported" and recorded.actor == "system"
+    assert recorded.payload["via"] == "manage.py export_ledger"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert {e["post_id"] for e in entries(lines)} == {history[1].pk, history[2].pk}
+    call_command("verify_ledger", "--file", str(path))
+    assert "Export sound: 4 entries verified." in capsys.readouterr().out
+    path.write_text("".join(_replace(lines, 2, event="post.approved")), encoding="utf-8")
+    with pytest.raises(CommandError, match=r"Export broken: entry #\d+: content does not match"):
+        call_command("verify_ledger", "--file", str(path))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--since", "1 March"], "'1 March' is not a date: write it as YYYY-MM-DD."),
+        (["--since", "2026-03-03", "--until", "2026-03-01"], "--until is before --since."),
+        (["-o", "/nonexistent/dir/ledger.jsonl"], "Cannot write /nonexistent/dir/ledger.jsonl"),
+    ],
+)
+def test_export_ledger_refuses_bad_arguments_and_records_nothing(world, arguments, message):
+    before = LedgerEntry.objects.count()
+    with pytest.raises(CommandError, match=message):
+        call_command("export_ledger", *arguments)
+    assert LedgerEntry.objects.count() == before
+
+
+def test_verify_ledger_says_what_is_wrong_with_a_file(tmp_path):
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("verify_ledger", "--file", str(tmp_path / "missing.jsonl"))
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(CommandError, match="not a ReviewFlow ledger export"):
+        call_command("verify_ledger", "--file", str(binary))
+
+
+def test_a_compliance_admin_downloads_the_export_and_it_is_recorded(client, world, history):
+    client.force_login(world.carla)
+    changelist = client.get(reverse("admin:approvals_ledgerentry_changelist"))
+    url = reverse("admin:approvals_ledgerentry_export")
+    assert url in changelist.content.decode()
+    assert client.get(url).status_code == 200
+    response = client.post(url, {"post": history[0].pk})
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith('attachment; filename="reviewflow-ledger-')
+    lines = b"".join(response.streaming_content).decode().splitlines(keepends=True)
+    assert ledger.verify_export(lines) == (None, 2)
+    recorded = LedgerEntry.objects.order_by("seq").last()
+    assert (recorded.event, recorded.actor) == ("ledger.exported", "carla")
+    assert recorded.payload == {
+        "via": "admin",
+        "since": None,
+        "until": None,
+        "post_id": history[0].pk,
+    }
+
+
+def test_the_export_form_refuses_a_backward_period_and_records_nothing(client, world, history):
+    client.force_login(world.carla)
+    before = LedgerEntry.objects.count()
+    response = client.post(
+        reverse("admin:approvals_ledgerentry_export"),
+        {"first_day": "2026-03-03", "last_day": "2026-03-01"},
+    )
+    assert response.status_code == 400
+    assert "The last day is before the first day." in response.content.decode()
+    assert LedgerEntry.objects.count() == before
+
+
+def test_only_people_who_may_read_the_ledger_export_it(client, world, django_user_model):
+    url = reverse("admin:approvals_ledgerentry_export")
+    client.force_login(world.alice)  # an advisor: not staff
+    assert client.post(url).status_code == 302
+    staff = django_user_model.objects.create_user("staff", "staff@example.com", "x", is_staff=True)
+    client.force_login(staff)  # staff, without the ledger's view permission
+    assert client.post(url).status_code == 403
+    assert not LedgerEntry.objects.filter(event="ledger.exported").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_streams_outside_a_transaction(world, tmp_path, capsys):
+    """As in production: no test transaction around it (on PostgreSQL a cursor WITH HOLD)."""
+    for day in range(3):
+        workflow.create_post(world.alice, text=f"Post {day}", account_ids=[world.lyon_sandbox.pk])
+    path = tmp_path / "all.jsonl"
+    call_command("export_ledger", "-o", str(path))
+    call_command("verify_ledger", "--file", str(path))
+    assert (
+        f"Export sound: {LedgerEntry.objects.count()} entries verified." in capsys.readouterr().out
+    )
