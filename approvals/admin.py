@@ -387,6 +387,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             "opts": self.opts,
             "title": "Export the ledger for an auditor",
             "form": form,
+            "form_title": "What to export (all empty: the whole ledger)",
+            "submit_label": "Download the export",
             "hash_rule": ledger.EXPORT_HASH_RULE,
         }
         return TemplateResponse(
@@ -848,6 +850,8 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": "Simulate a route",
             "form": form,
+            "form_title": "A post to route",
+            "submit_label": "Simulate",
             "route": route,
             "no_route": no_route,
             "routing_help": ROUTING_HELP,

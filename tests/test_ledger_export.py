@@ -170,7 +170,9 @@ def test_a_compliance_admin_downloads_the_export_and_it_is_recorded(client, worl
     changelist = client.get(reverse("admin:approvals_ledgerentry_changelist"))
     url = reverse("admin:approvals_ledgerentry_export")
     assert url in changelist.content.decode()
-    assert client.get(url).status_code == 200
+    form = client.get(url).content.decode()
+    assert "<h2>What to export (all empty: the whole ledger)</h2>" in form
+    assert 'value="Download the export"' in form and 'type="date"' in form
     response = client.post(url, {"post": history[0].pk})
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith('attachment; filename="reviewflow-ledger-')

@@ -218,6 +218,8 @@ def test_simulator_shows_each_step_and_the_rules_that_produced_it(client, world,
     client.force_login(world.carla)
     page = client.get(SIMULATE_URL).content.decode()
     assert '<label for="id_accounts">' in page and '<label for="id_text">' in page
+    assert "<h2>A post to route</h2>" in page and 'value="Simulate"' in page
+    assert reverse("admin:approvals_approvalrule_changelist") in page  # the breadcrumbs
 
     post = {"author": world.alice.pk, "accounts": [world.lyon_sandbox.pk], "text": "Bonjour"}
     page = client.post(SIMULATE_URL, post).content.decode()
