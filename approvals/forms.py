@@ -126,7 +126,7 @@ class PostForm(forms.Form):
     def keep_image(self):
         """The form goes back to its author: store the image chosen in this try, so that the
         form shown again holds it (the workflow checks it again when it is sent)."""
-        upload = getattr(self, "cleaned_data", {}).get("image")
+        upload = self.cleaned_data.get("image")  # the view has called is_valid()
         if not upload or self.has_error("image"):
             return
         try:
@@ -143,11 +143,9 @@ def read_kept_image(token, user):
     user it was made for; None when the token is not valid, too old, or the file is gone."""
     try:
         kept = signing.loads(token, salt=_kept_salt(user), max_age=KEPT_IMAGE_MAX_AGE)
-        if default_storage.exists(kept["name"]):
-            return {"name": kept["name"], "filename": kept["filename"]}
+        return kept if default_storage.exists(kept["name"]) else None
     except (signing.BadSignature, KeyError, TypeError):
-        pass
-    return None
+        return None
 
 
 def _kept_salt(user):

@@ -418,17 +418,19 @@ def export_period(first_day=None, last_day=None):
     )
 
 
+def _scope(since, until, post_id):
+    """What an export holds, as its header and its ledger entry say."""
+    return {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "post_id": post_id,
+    }
+
+
 def record_export(*, via, actor=None, since=None, until=None, post_id=None):
     """Put the export on the record before it is written: who took which part of the archive."""
     with transaction.atomic():
-        append(
-            "ledger.exported",
-            actor=actor,
-            via=via,
-            since=since.isoformat() if since else None,
-            until=until.isoformat() if until else None,
-            post_id=post_id,
-        )
+        append("ledger.exported", actor=actor, via=via, **_scope(since, until, post_id))
 
 
 def export_lines(*, since=None, until=None, post_id=None, batch_size=5000):
@@ -444,17 +446,12 @@ def export_lines(*, since=None, until=None, post_id=None, batch_size=5000):
         entries = entries.filter(created_at__lt=until)
     if post_id is not None:
         entries = entries.filter(post_id=post_id)
-    scope = {
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "post_id": post_id,
-    }
     yield (
         canonical_json(
             {
                 "format": EXPORT_FORMAT,
                 "exported_at": timezone.now().astimezone(UTC).isoformat(),
-                "scope": scope,
+                "scope": _scope(since, until, post_id),
                 "hash_rule": EXPORT_HASH_RULE,
             }
         )
