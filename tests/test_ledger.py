@@ -413,3 +413,20 @@ def test_a_batch_belongs_to_its_thread(world):
     assert others[0] is not None and others[0].seq == 1
     assert [e.seq for e in entries] == [2, 3]
     _assert_sound(entries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_break_found_mid_stream_leaves_the_connection_usable(world):
+    """verify stops at the first break while the database is still sending rows: those are
+    dropped, and the same connection serves the next query and the next append."""
+    with transaction.atomic():
+        for n in range(12):
+            ledger.append("test.event", actor=world.carla, n=n)
+    entries = list(LedgerEntry.objects.order_by("seq"))
+    _tamper("UPDATE approvals_ledgerentry SET actor = 'mallory' WHERE seq = %s", [entries[2].seq])
+    broken, sound = ledger.verify_chain(batch_size=2)
+    assert (broken.seq, sound) == (entries[2].seq, 2)
+    assert LedgerEntry.objects.count() == 12
+    with transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=12)
+    assert ledger.verify_chain(batch_size=2)[0].seq == entries[2].seq
