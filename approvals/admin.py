@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -7,8 +9,9 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet, model_to_dict
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -22,6 +25,7 @@ from .models import (
     AccountCredential,
     ApprovalRule,
     LedgerEntry,
+    LedgerExport,
     Post,
     Publication,
     ReviewStep,
@@ -369,26 +373,26 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         return [export, *super().get_urls()]
 
     def export_view(self, request):
-        """The ledger, a period of it or one post's entries, as a file for an auditor."""
+        """Ask for the ledger, a period of it or one post's entries, as a file for an auditor: a
+        worker writes it (LedgerExportAdmin lists it), so years of ledger hold no web process."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = LedgerExportForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
-            scope = form.scope()
-            ledger.record_export(via="admin", actor=request.user, **scope)
-            response = StreamingHttpResponse(
-                ledger.export_lines(**scope), content_type="application/x-ndjson; charset=utf-8"
+            export = ledger.request_export(actor=request.user, **form.scope())
+            self.message_user(
+                request,
+                f"Export #{export.pk} is being written. It is listed below, and ready to download"
+                " when its state says so (this page refreshes itself until then).",
             )
-            name = f"reviewflow-ledger-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
-            response["Content-Disposition"] = f'attachment; filename="{name}"'
-            return response
+            return HttpResponseRedirect(reverse("admin:approvals_ledgerexport_changelist"))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Export the ledger for an auditor",
             "form": form,
             "form_title": "What to export (all empty: the whole ledger)",
-            "submit_label": "Download the export",
+            "submit_label": "Prepare the export",
             "hash_rule": ledger.EXPORT_HASH_RULE,
         }
         return TemplateResponse(
@@ -397,6 +401,94 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             context,
             status=400 if form.is_bound else 200,
         )
+
+
+@admin.register(LedgerExport)
+class LedgerExportAdmin(admin.ModelAdmin):
+    """The exports asked for, their state, and their files to download; deleting one deletes
+    its file (the ledger keeps the entries, and the record of the export)."""
+
+    list_display = [
+        "id", "requested_at", "requested_by", "scope", "state", "entries", "size", "download"
+    ]  # fmt: skip
+    list_filter = ["state"]
+    # The file is private (MEDIA_ROOT is never served as is): the download link stands for it.
+    exclude = ["file"]
+    readonly_fields = [
+        *(f.name for f in LedgerExport._meta.fields if f.name not in ("id", "file")),
+        "download",
+    ]
+    change_list_template = "admin/approvals/ledgerexport/change_list.html"
+
+    def has_add_permission(self, request):
+        return False  # asked for through the ledger's export form
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="what")
+    def scope(self, export):
+        parts = [
+            f"from {timezone.localtime(export.since):%Y-%m-%d}" if export.since else "",
+            f"to {timezone.localtime(export.until).date() - timedelta(days=1)}"  # its last day
+            if export.until
+            else "",
+            f"post {export.post_id}" if export.post_id else "",
+        ]
+        return " ".join(part for part in parts if part) or "the whole ledger"
+
+    @admin.display(description="file")
+    def download(self, export):
+        if export.state != LedgerExport.State.READY:
+            return export.error or "–"
+        url = reverse("admin:approvals_ledgerexport_download", args=[export.pk])
+        return format_html('<a href="{}">Download</a> ({})', url, filesizeformat(export.size))
+
+    def get_urls(self):
+        download = path(
+            "<int:pk>/download/",
+            self.admin_site.admin_view(self.download_view),
+            name="approvals_ledgerexport_download",
+        )
+        return [download, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        pending = LedgerExport.objects.filter(
+            state__in=[LedgerExport.State.QUEUED, LedgerExport.State.WRITING]
+        ).exists()
+        return super().changelist_view(request, {"refresh": pending, **(extra_context or {})})
+
+    def download_view(self, request, pk):
+        """The file, to whoever may read the ledger; each download is recorded."""
+        may_read = request.user.has_perm("approvals.view_ledgerentry")
+        if not (may_read and self.has_view_permission(request)):
+            raise PermissionDenied
+        export = get_object_or_404(LedgerExport, pk=pk, state=LedgerExport.State.READY)
+        try:
+            data = export.file.open("rb")
+        except OSError:
+            self.message_user(
+                request, f"The file of export #{export.pk} is missing: ask for it again.",
+                messages.ERROR,
+            )  # fmt: skip
+            return HttpResponseRedirect(reverse("admin:approvals_ledgerexport_changelist"))
+        ledger.record_download(export, request.user)
+        return FileResponse(
+            data,
+            as_attachment=True,
+            filename=export.file.name.rsplit("/", 1)[-1],
+            content_type="application/x-ndjson; charset=utf-8",
+        )
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        obj.file.delete(save=False)
+
+    def delete_queryset(self, request, queryset):
+        files = [export.file for export in queryset if export.file]
+        super().delete_queryset(request, queryset)
+        for file in files:
+            file.delete(save=False)
 
 
 @admin.register(Post)

@@ -8,7 +8,7 @@ import logging
 
 from celery import shared_task
 
-from . import notify, publishing, workflow
+from . import ledger, notify, publishing, workflow
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,12 @@ def send_notifications(notification_ids=None):
 @shared_task
 def send_digests():
     notify.send_digests()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def export_ledger(export_id):
+    """Write a ledger export for an auditor: too long, for years of ledger, for a web request."""
+    ledger.write_export(export_id)
 
 
 @shared_task

@@ -260,6 +260,7 @@ CELERY_TASK_ROUTES = {
     "approvals.tasks.recover_stalled_publications": {"queue": "maintenance"},
     "approvals.tasks.escalate_overdue_steps": {"queue": "maintenance"},
     "approvals.tasks.flag_posts_at_risk": {"queue": "maintenance"},
+    "approvals.tasks.export_ledger": {"queue": "maintenance"},
     "approvals.tasks.send_notifications": {"queue": "notifications"},
     "approvals.tasks.send_digests": {"queue": "notifications"},
 }

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from approvals import workflow
-from approvals.models import Notification, Post, Publication
+from approvals.models import LedgerEntry, Notification, Post, Publication
 from approvals.models.posts import State
 
 from .faultkit import database_url, purge, service_env, worker
@@ -91,6 +91,64 @@ def test_a_real_worker_releases_and_delivers_through_redis(
         output = the_worker.log_tail()
         for line in succeeded:
             assert re.search(line, output)
+        passed = True
+    finally:
+        app.conf.task_always_eager = was_eager
+        the_worker.stop()
+        if not passed:
+            print("---- celery worker output ----")
+            print(the_worker.log_tail())
+
+
+def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
+    world, client, settings, tmp_path
+):
+    """The admin's request commits and returns at once; the worker process writes the file
+    through Redis; the download is the file the ledger records, and it checks."""
+    from django.urls import reverse
+
+    from approvals import ledger
+    from approvals.models import LedgerExport
+    from reviewflow.celery import app
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    for n in range(3):
+        workflow.create_post(world.alice, text=f"Post {n}", account_ids=[world.lyon_sandbox.pk])
+    was_eager = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    env = service_env(
+        os.environ["CELERY_BROKER_URL"], database_url(connection), MEDIA_ROOT=settings.MEDIA_ROOT
+    )
+    the_worker = worker(env, tmp_path / "worker.log", name="reviewflow-export")
+    passed = False
+    try:
+        purge(app)
+        the_worker.start()
+        client.force_login(world.carla)
+        response = client.post(reverse("admin:approvals_ledgerentry_export"), {})
+        assert response.status_code == 302
+        export = LedgerExport.objects.get()
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline and the_worker.alive:
+            export.refresh_from_db()
+            if export.state not in ("queued", "writing"):
+                break
+            time.sleep(0.2)
+        assert the_worker.alive, "the worker exited"
+        assert export.state == "ready", export.error
+        data = b"".join(
+            client.get(
+                reverse("admin:approvals_ledgerexport_download", args=[export.pk])
+            ).streaming_content
+        )
+        problem, count = ledger.verify_export(data.decode().splitlines(keepends=True))
+        assert (problem, count) == (None, export.entries)
+        assert count == LedgerEntry.objects.exclude(event="ledger.export_downloaded").count()
+        # It ran in the worker process: its log says so just after the task's commit.
+        succeeded = r"Task approvals\.tasks\.export_ledger\[[^\]]+\] succeeded"
+        while time.monotonic() < deadline and not re.search(succeeded, the_worker.log_tail()):
+            time.sleep(0.2)
+        assert re.search(succeeded, the_worker.log_tail())
         passed = True
     finally:
         app.conf.task_always_eager = was_eager

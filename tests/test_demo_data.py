@@ -53,6 +53,7 @@ def test_demo_data_is_complete_and_idempotent(django_capture_on_commit_callbacks
     assert carla.has_perm("approvals.view_ledgerentry")
     assert not carla.has_perm("approvals.change_ledgerentry")
     assert not carla.has_perm("approvals.delete_ledgerentry")
+    assert carla.has_perm("approvals.delete_ledgerexport")  # a copy's file, not the ledger
 
     states = set(Post.objects.values_list("state", flat=True))
     assert len(states) >= 4, states

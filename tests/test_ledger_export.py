@@ -2,15 +2,18 @@
 
 import hashlib
 import json
+import threading
 from datetime import date, datetime
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from approvals import ledger, workflow
-from approvals.models import LedgerEntry
+from approvals.models import LedgerEntry, LedgerExport
 
 pytestmark = pytest.mark.django_db
 
@@ -165,27 +168,92 @@ def test_verify_ledger_says_what_is_wrong_with_a_file(tmp_path):
         call_command("verify_ledger", "--file", str(binary))
 
 
-def test_a_compliance_admin_downloads_the_export_and_it_is_recorded(client, world, history):
+@pytest.fixture
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+def ask_for_export(client, world, django_capture_on_commit_callbacks, **fields):
+    """carla's request through the admin form; the worker's part runs on commit (Celery eager)."""
+    client.force_login(world.carla)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:approvals_ledgerentry_export"), fields)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:approvals_ledgerexport_changelist")
+    return LedgerExport.objects.get()
+
+
+def test_a_compliance_admin_asks_for_an_export_then_downloads_it(
+    client, world, history, media_root, django_capture_on_commit_callbacks
+):
     client.force_login(world.carla)
     changelist = client.get(reverse("admin:approvals_ledgerentry_changelist"))
     url = reverse("admin:approvals_ledgerentry_export")
     assert url in changelist.content.decode()
     form = client.get(url).content.decode()
     assert "<h2>What to export (all empty: the whole ledger)</h2>" in form
-    assert 'value="Download the export"' in form and 'type="date"' in form
-    response = client.post(url, {"post": history[0].pk})
+    assert 'value="Prepare the export"' in form and 'type="date"' in form
+
+    export = ask_for_export(client, world, django_capture_on_commit_callbacks, post=history[0].pk)
+    asked = LedgerEntry.objects.get(event="ledger.exported")
+    assert (asked.actor, asked.payload) == (
+        "carla",
+        {
+            "via": "admin",
+            "export": export.pk,
+            "since": None,
+            "until": None,
+            "post_id": history[0].pk,
+        },
+    )
+    assert (export.state, export.requested_by, export.entries) == ("ready", world.carla, 2)
+    listing = client.get(reverse("admin:approvals_ledgerexport_changelist")).content.decode()
+    download = reverse("admin:approvals_ledgerexport_download", args=[export.pk])
+    assert f'<a href="{download}">Download</a>' in listing
+    assert f"post {history[0].pk}" in listing
+    assert 'http-equiv="refresh"' not in listing  # nothing left to wait for
+    page = client.get(reverse("admin:approvals_ledgerexport_change", args=[export.pk]))
+    assert download in page.content.decode() and export.sha256 in page.content.decode()
+    assert "/media/" not in page.content.decode()  # the file is never served as is
+
+    response = client.get(download)
     assert response.status_code == 200
-    assert response["Content-Disposition"].startswith('attachment; filename="reviewflow-ledger-')
-    lines = b"".join(response.streaming_content).decode().splitlines(keepends=True)
+    assert response["Content-Disposition"].startswith(
+        f'attachment; filename="reviewflow-ledger-{export.pk}-'
+    )
+    data = b"".join(response.streaming_content)
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (export.size, export.sha256)
+    lines = data.decode().splitlines(keepends=True)
     assert ledger.verify_export(lines) == (None, 2)
-    recorded = LedgerEntry.objects.order_by("seq").last()
-    assert (recorded.event, recorded.actor) == ("ledger.exported", "carla")
-    assert recorded.payload == {
-        "via": "admin",
-        "since": None,
-        "until": None,
-        "post_id": history[0].pk,
-    }
+    assert json.loads(lines[-1])["end"]["last_hash"] == export.last_hash
+    taken = LedgerEntry.objects.order_by("seq").last()
+    assert (taken.event, taken.actor) == ("ledger.export_downloaded", "carla")
+    assert taken.payload == {"export": export.pk, "sha256": export.sha256}
+
+
+def test_a_period_asked_in_the_admin_is_listed_by_its_days(
+    client, world, history, media_root, django_capture_on_commit_callbacks
+):
+    export = ask_for_export(
+        client,
+        world,
+        django_capture_on_commit_callbacks,
+        first_day="2026-03-02",
+        last_day="2026-03-02",
+    )
+    assert export.entries == 2  # 2 March's post: created and submitted
+    listing = client.get(reverse("admin:approvals_ledgerexport_changelist")).content.decode()
+    assert "from 2026-03-02 to 2026-03-02" in listing
+
+
+def test_the_list_refreshes_itself_while_an_export_is_being_written(client, world, history):
+    client.force_login(world.carla)
+    client.post(reverse("admin:approvals_ledgerentry_export"), {})  # on commit: never, here
+    assert LedgerExport.objects.get().state == "queued"
+    listing = client.get(reverse("admin:approvals_ledgerexport_changelist")).content.decode()
+    assert '<meta http-equiv="refresh" content="3">' in listing
+    assert "is being written" in listing  # the message after the request
 
 
 def test_the_export_form_refuses_a_backward_period_and_records_nothing(client, world, history):
@@ -208,6 +276,22 @@ def test_only_people_who_may_read_the_ledger_export_it(client, world, django_use
     client.force_login(staff)  # staff, without the ledger's view permission
     assert client.post(url).status_code == 403
     assert not LedgerEntry.objects.filter(event="ledger.exported").exists()
+    assert not LedgerExport.objects.exists()
+
+
+def test_only_people_who_may_read_the_ledger_download_an_export(
+    client, world, history, media_root, django_user_model
+):
+    export = ledger.request_export(actor=world.carla)
+    ledger.write_export(export.pk)
+    download = reverse("admin:approvals_ledgerexport_download", args=[export.pk])
+    client.force_login(world.alice)  # an advisor: not staff
+    assert client.get(download).status_code == 302
+    staff = django_user_model.objects.create_user("staff", "staff@example.com", "x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_ledgerexport"))
+    client.force_login(staff)  # may see the list of exports, not read the ledger
+    assert client.get(download).status_code == 403
+    assert not LedgerEntry.objects.filter(event="ledger.export_downloaded").exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -221,3 +305,97 @@ def test_the_command_streams_outside_a_transaction(world, tmp_path, capsys):
     assert (
         f"Export sound: {LedgerEntry.objects.count()} entries verified." in capsys.readouterr().out
     )
+
+
+# --- the worker's part --------------------------------------------------------------------------
+
+
+def test_a_message_delivered_twice_writes_one_file(world, history, media_root):
+    export = ledger.request_export(actor=world.carla)
+    ledger.write_export(export.pk)
+    ledger.write_export(export.pk)  # the broker delivers again: the export is ready, left as is
+    export.refresh_from_db()
+    assert (export.state, export.attempts) == ("ready", 1)
+    assert [path.name for path in (media_root / "ledger-exports").iterdir()] == [
+        export.file.name.rsplit("/", 1)[1]
+    ]
+    assert export.entries == LedgerEntry.objects.count()  # its own request's entry included
+
+
+def test_an_export_whose_worker_stopped_is_written_again_then_given_up(world, history, media_root):
+    export = ledger.request_export(actor=world.carla)
+    LedgerExport.objects.filter(pk=export.pk).update(state="writing", attempts=1)  # killed
+    ledger.write_export(export.pk)  # the message, redelivered
+    export.refresh_from_db()
+    assert (export.state, export.attempts) == ("ready", 2)
+
+    stuck = ledger.request_export(actor=world.carla)
+    LedgerExport.objects.filter(pk=stuck.pk).update(state="writing", attempts=3)
+    ledger.write_export(stuck.pk)
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.file.name) == ("failed", "")
+    assert "stopped 3 times: run `manage.py export_ledger`" in stuck.error
+
+
+def test_an_export_that_cannot_be_written_says_why(world, history, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "not-a-folder"
+    settings.MEDIA_ROOT.write_text("a file where the folder should be")
+    export = ledger.request_export(actor=world.carla)
+    with pytest.raises(OSError):
+        ledger.write_export(export.pk)
+    export.refresh_from_db()
+    assert export.state == "failed" and export.file.name == ""
+    assert export.error.startswith("The export could not be written: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_deleted_while_written_leaves_no_file(world, media_root, monkeypatch):
+    workflow.create_post(world.alice, text="Post", account_ids=[world.lyon_sandbox.pk])
+    export = LedgerExport.objects.create(requested_by=world.carla)  # queued, its message sent
+    lines = ledger.export_lines
+
+    def delete():  # a compliance admin, in a web process, deletes it from the list
+        LedgerExport.objects.filter(pk=export.pk).delete()
+        connection.close()
+
+    def deleted_meanwhile(**scope):
+        for number, line in enumerate(lines(**scope)):
+            if number == 1:  # the rows are streaming: this connection can run nothing else
+                thread = threading.Thread(target=delete)
+                thread.start()
+                thread.join()
+            yield line
+
+    monkeypatch.setattr(ledger, "export_lines", deleted_meanwhile)
+    ledger.write_export(export.pk)
+    assert not LedgerExport.objects.exists()
+    assert list((media_root / "ledger-exports").iterdir()) == []
+
+
+def test_an_unreachable_broker_fails_the_export_at_once(world, settings, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from approvals.tasks import export_ledger
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    monkeypatch.setattr(export_ledger, "delay", unreachable)
+    export = ledger.request_export(actor=world.carla)
+    ledger._enqueue_export(export.pk)  # what the request's commit runs
+    export.refresh_from_db()
+    assert export.state == "failed"
+    assert export.error.startswith("The task queue could not be reached (Error 111")
+
+
+def test_deleting_an_export_deletes_its_file(
+    client, world, history, media_root, django_capture_on_commit_callbacks
+):
+    export = ask_for_export(client, world, django_capture_on_commit_callbacks)
+    path = media_root / export.file.name
+    assert path.exists()
+    delete = reverse("admin:approvals_ledgerexport_delete", args=[export.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+    assert not LedgerExport.objects.exists() and not path.exists()
+    assert LedgerEntry.objects.filter(event="ledger.exported").exists()  # the record stays

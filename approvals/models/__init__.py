@@ -6,7 +6,7 @@ from .accounts import (
     TeamUserObjectPermission,
 )
 from .credentials import AccountCredential
-from .ledger import LedgerEntry, LedgerHead
+from .ledger import LedgerEntry, LedgerExport, LedgerHead
 from .notifications import Notification, NotificationPreference
 from .policy import ConfigVersion, Disclaimer, LexiconEntry, NetworkRule, RevisionFinding
 from .posts import Post, Revision, RevisionView
@@ -29,6 +29,7 @@ __all__ = [
     "Decision",
     "DeliveryAttempt",
     "LedgerEntry",
+    "LedgerExport",
     "LedgerHead",
     "Membership",
     "Notification",

@@ -48,13 +48,14 @@ GRANT_MODELS = {
     ("guardian", "userobjectpermission"),
     ("guardian", "groupobjectpermission"),
 }
-# Configuration a compliance admin may also delete (rules, their steps, tags), and claims, whose
-# deletion in the admin releases them through the workflow.
+# Configuration a compliance admin may also delete (rules, their steps, tags), claims, whose
+# deletion in the admin releases them through the workflow, and the files of ledger exports.
 DELETABLE_MODELS = {
     ("approvals", "approvalrule"),
     ("approvals", "rulestep"),
     ("approvals", "tag"),
     ("approvals", "stepclaim"),
+    ("approvals", "ledgerexport"),
 }
 
 
