@@ -4,6 +4,7 @@ database."""
 import hashlib
 import json
 import logging
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -400,12 +401,29 @@ def _chain_rows(entries, batch_size):
             stream.close()  # psycopg cancels what the server has not sent yet
 
 
-def verify_chain(batch_size=5000):
+def parse_anchor(text):
+    """(seq, hash) from "SEQ:HASH", as verify_ledger prints the head; ValueError saying what is
+    wrong otherwise."""
+    seq, _, value = text.strip().partition(":")
+    if not (seq.isdigit() and int(seq) > 0 and re.fullmatch("[0-9a-f]{64}", value)):
+        raise ValueError(
+            f"{text.strip()!r} is not an anchor: write it as SEQ:HASH, an entry's number and the"
+            " 64 hexadecimal digits of its hash."
+        )
+    return int(seq), value
+
+
+def verify_chain(batch_size=5000, anchors=None):
     """Walk the chain; return (the first broken link or None, how many entries verified sound).
 
     Streams (see _chain_rows), so memory stays flat whatever the length of the chain. One query,
     so one snapshot: entries appended meanwhile are not seen (nor counted).
+
+    anchors, {seq: hash} kept outside the database (an earlier run's head, an export's end line),
+    catch what the chain alone cannot: someone able to drop the triggers rewriting entries and
+    every hash after them. An entry that hashes as its anchor says proves it and all before it.
     """
+    anchors = anchors or {}
     prev_hash, expected_seq = GENESIS_HASH, 1
     with _chain_rows(LedgerEntry.objects.order_by("seq"), batch_size) as rows:
         for seq, linked_to, stored, created_at, actor_id, actor, event, post_id, payload in rows:
@@ -419,7 +437,12 @@ def verify_chain(batch_size=5000):
             )
             if computed != stored:
                 return Break(seq, "content does not match its hash (altered)"), sound
+            if seq in anchors and anchors[seq] != stored:
+                return Break(seq, "its hash is not its anchor's: the chain was rewritten"), sound
             prev_hash, expected_seq = stored, expected_seq + 1
+    if beyond := [seq for seq in anchors if seq >= expected_seq]:
+        reason = "missing: its anchor shows it existed (the chain was rewritten shorter)"
+        return Break(min(beyond), reason), expected_seq - 1
     return None, expected_seq - 1
 
 

@@ -430,3 +430,116 @@ def test_a_break_found_mid_stream_leaves_the_connection_usable(world):
     with transaction.atomic():
         ledger.append("test.event", actor=world.carla, n=12)
     assert ledger.verify_chain(batch_size=2)[0].seq == entries[2].seq
+
+
+# --- anchors: hashes kept outside the database ---------------------------------------------------
+
+
+def _head_anchor(capsys):
+    call_command("verify_ledger")
+    [head] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Head: ")]
+    return head.removeprefix("Head: ")
+
+
+def _rewrite_from(entries, index, actor):
+    """What an insider able to drop the triggers does to hide a change: rewrite an entry, then
+    every later entry's links and hashes, so that the chain alone verifies."""
+    prev_hash = entries[index].prev_hash
+    for n, entry in enumerate(entries[index:]):
+        new_actor = actor if n == 0 else entry.actor
+        hash = ledger.entry_hash(
+            prev_hash,
+            entry.seq,
+            entry.created_at,
+            entry.actor_id,
+            new_actor,
+            entry.event,
+            entry.post_id,
+            entry.payload,
+        )
+        _tamper(
+            "UPDATE approvals_ledgerentry SET actor = %s, prev_hash = %s, hash = %s WHERE seq = %s",
+            [new_actor, prev_hash, hash, entry.seq],
+        )
+        prev_hash = hash
+    ledger.set_append_only(connection, False)
+    try:
+        ledger.reset_head()
+    finally:
+        ledger.set_append_only(connection, True)
+
+
+def test_an_anchor_catches_a_chain_rewritten_whole(chain, capsys):
+    anchor = _head_anchor(capsys)
+    assert anchor == f"{chain[-1].seq}:{chain[-1].hash}"
+    _rewrite_from(chain, 2, "mallory")
+    assert ledger.verify() is None  # the chain alone cannot tell
+    with pytest.raises(CommandError) as error:
+        call_command("verify_ledger", "--anchor", anchor)
+    assert error.value.returncode == 1
+    assert str(error.value) == (
+        f"Ledger broken at entry #{chain[-1].seq}: its hash is not its anchor's:"
+        " the chain was rewritten"
+    )
+
+
+def test_an_anchor_catches_a_chain_rewritten_shorter(chain, capsys):
+    anchor = _head_anchor(capsys)
+    _tamper("DELETE FROM approvals_ledgerentry WHERE seq >= %s", [chain[3].seq])
+    ledger.set_append_only(connection, False)
+    try:
+        ledger.reset_head()
+    finally:
+        ledger.set_append_only(connection, True)
+    assert ledger.verify() is None
+    broken, sound = ledger.verify_chain(anchors=dict([ledger.parse_anchor(anchor)]))
+    assert (broken.seq, sound) == (chain[-1].seq, 3)
+    assert "missing: its anchor shows it existed" in broken.reason
+
+
+def test_verify_ledger_keeps_its_head_and_checks_every_anchor_kept(chain, world, tmp_path, capsys):
+    kept = tmp_path / "anchors.txt"
+    call_command("verify_ledger", "--keep-anchor", str(kept))
+    first = f"{chain[-1].seq}:{chain[-1].hash}"
+    assert kept.read_text() == first + "\n"
+    with transaction.atomic():
+        ledger.append("test.event", actor=world.carla, n=5)
+    kept.write_text("# kept by the nightly check\n\n" + kept.read_text())
+    call_command("verify_ledger", "--anchors", str(kept), "--keep-anchor", str(kept))
+    out = capsys.readouterr().out
+    assert "Ledger sound: 6 entries verified, 1 anchor held." in out
+    second = f"6:{LedgerEntry.objects.get(seq=6).hash}"
+    assert f"Head: {second}" in out
+    assert kept.read_text().splitlines()[-2:] == [first, second]
+
+
+@pytest.mark.parametrize(
+    "anchor",
+    ["5", "five:" + "0" * 64, "0:" + "0" * 64, "5:" + "0" * 63, "5:" + "G" * 64, "-1:" + "0" * 64],
+)
+def test_an_anchor_that_does_not_parse_is_refused_before_anything(chain, tmp_path, anchor):
+    kept = tmp_path / "anchors.txt"
+    with pytest.raises(CommandError, match="is not an anchor: write it as SEQ:HASH"):
+        call_command("verify_ledger", f"--anchor={anchor}", "--keep-anchor", str(kept))
+    assert not kept.exists()
+
+
+def test_anchors_that_disagree_or_cannot_be_read_are_refused(chain, tmp_path):
+    one, other = f"1:{'a' * 64}", f"1:{'b' * 64}"
+    with pytest.raises(CommandError, match="another anchor gives entry #1 another hash"):
+        call_command("verify_ledger", "--anchor", one, "--anchor", other)
+    with pytest.raises(CommandError, match="Cannot read .*missing.txt: No such file"):
+        call_command("verify_ledger", "--anchors", str(tmp_path / "missing.txt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{one}\nnot an anchor\n")
+    with pytest.raises(CommandError, match=r"bad.txt, line 2: 'not an anchor' is not an anchor"):
+        call_command("verify_ledger", "--anchors", str(bad))
+    with pytest.raises(CommandError, match="Anchors are for the live chain"):
+        call_command("verify_ledger", "--file", str(bad), "--anchor", one)
+
+
+def test_an_empty_ledger_has_no_head_to_keep(world, tmp_path, capsys):
+    kept = tmp_path / "anchors.txt"
+    call_command("verify_ledger", "--keep-anchor", str(kept))
+    assert capsys.readouterr().out == "Ledger sound: 0 entries verified.\n"
+    assert not kept.exists()
