@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from approvals import ledger
 from approvals.models import LedgerEntry, LedgerHead
@@ -536,6 +537,12 @@ def test_anchors_that_disagree_or_cannot_be_read_are_refused(chain, tmp_path):
         call_command("verify_ledger", "--anchors", str(bad))
     with pytest.raises(CommandError, match="Anchors are for the live chain"):
         call_command("verify_ledger", "--file", str(bad), "--anchor", one)
+
+
+def test_the_ledger_page_shows_the_head_as_an_anchor(chain, client, world):
+    client.force_login(world.carla)
+    page = client.get(reverse("admin:approvals_ledgerentry_changelist")).content.decode()
+    assert f"<code>{chain[-1].seq}:{chain[-1].hash}</code>" in page
 
 
 def test_an_empty_ledger_has_no_head_to_keep(world, tmp_path, capsys):
