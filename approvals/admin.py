@@ -388,8 +388,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             export = ledger.request_export(actor=request.user, **form.scope())
             self.message_user(
                 request,
-                f"Export #{export.pk} is being written. It is listed below, and ready to download"
-                " when its state says so (this page refreshes itself until then).",
+                f"Export #{export.pk} is asked for: a worker writes it. It is listed below, with a"
+                " link to download it once ready (this page refreshes itself until then).",
             )
             return HttpResponseRedirect(reverse("admin:approvals_ledgerexport_changelist"))
         context = {
@@ -414,10 +414,7 @@ class LedgerExportAdmin(admin.ModelAdmin):
     """The exports asked for, their state, and their files to download; deleting one deletes
     its file (the ledger keeps the entries, and the record of the export)."""
 
-    list_display = [
-        "id", "requested_at", "requested_by", "scope", "state", "entries", "size", "download"
-    ]  # fmt: skip
-    list_filter = ["state"]
+    list_display = ["id", "requested_at", "requested_by", "scope", "state", "entries", "download"]
     # The file is private (MEDIA_ROOT is never served as is): the download link stands for it.
     exclude = ["file"]
     readonly_fields = [

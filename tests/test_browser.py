@@ -379,3 +379,41 @@ def test_the_image_chosen_stays_when_the_post_is_refused(
     assert loaded_width(page.get_by_alt_text("Image of revision 1")) == 1
     assert Post.objects.get().current_revision.image_sha256 == hashlib.sha256(PNG).hexdigest()
     errors.assert_none()
+
+
+def test_a_compliance_admin_exports_the_ledger_for_an_auditor(
+    browser_page, live_server, world, settings, tmp_path
+):
+    """carla asks for one post's entries in the admin; the list refreshes itself until the file
+    is written (Celery eager: at once), and the download is the file the list describes.
+    With REVIEWFLOW_SCREENSHOTS=1 the list refreshes docs/screenshots/ledger_exports.png."""
+    from approvals import ledger
+    from approvals.models import LedgerExport
+
+    page, base = browser_page, live_server.url
+    page.set_viewport_size({"width": 1280, "height": 700})
+    settings.MEDIA_ROOT = tmp_path / "media"
+    errors = BrowserErrors(page)
+    post = workflow.create_post(
+        world.alice, text="Portes ouvertes samedi.", account_ids=[world.lyon_sandbox.pk]
+    )
+    workflow.submit(post.pk, world.alice)
+    log_in(page, base, "carla")
+    page.goto(f"{base}/admin/approvals/ledgerentry/")
+    expect(page.locator("code").first).to_contain_text(":")  # the head's anchor
+    page.get_by_role("link", name="Export for an auditor").click()
+    page.get_by_label("Post").fill(str(post.pk))
+    page.get_by_role("button", name="Prepare the export").click()
+    expect(page.locator(".messagelist")).to_contain_text("is asked for: a worker writes it")
+    download_link = page.get_by_role("link", name="Download")
+    expect(download_link).to_be_visible()
+    export = LedgerExport.objects.get()
+    assert export.state == "ready" and export.entries == 2
+    folder = SCREENSHOTS if os.environ.get("REVIEWFLOW_SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(path=str(folder / "ledger_exports.png"))
+    with page.expect_download() as download:
+        download_link.click()
+    data = Path(download.value.path()).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == export.sha256
+    assert ledger.verify_export(data.decode().splitlines(keepends=True)) == (None, 2)
+    errors.assert_none()

@@ -253,7 +253,7 @@ def test_the_list_refreshes_itself_while_an_export_is_being_written(client, worl
     assert LedgerExport.objects.get().state == "queued"
     listing = client.get(reverse("admin:approvals_ledgerexport_changelist")).content.decode()
     assert '<meta http-equiv="refresh" content="3">' in listing
-    assert "is being written" in listing  # the message after the request
+    assert "is asked for: a worker writes it" in listing  # the message after the request
 
 
 def test_the_export_form_refuses_a_backward_period_and_records_nothing(client, world, history):
