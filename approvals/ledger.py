@@ -561,7 +561,8 @@ def write_export(export_id):
                 digest.update(data)
                 size, last_line = size + len(data), line
             out.seek(0)
-            name = f"reviewflow-ledger-{export.pk}-{export.requested_at:%Y%m%d-%H%M%S}.jsonl"
+            asked = timezone.localtime(export.requested_at)  # as the admin's list shows it
+            name = f"reviewflow-ledger-{export.pk}-{asked:%Y%m%d-%H%M%S}.jsonl"
             export.file.save(name, File(out), save=False)
     except Exception as error:
         _fail_export(export_id, f"The export could not be written: {error}")
