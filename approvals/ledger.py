@@ -421,7 +421,8 @@ def verify_chain(batch_size=5000, anchors=None):
 
     anchors, {seq: hash} kept outside the database (an earlier run's head, an export's end line),
     catch what the chain alone cannot: someone able to drop the triggers rewriting entries and
-    every hash after them. An entry that hashes as its anchor says proves it and all before it.
+    every hash after them. An entry whose hash is still its anchor's proves itself and every
+    entry before it.
     """
     anchors = anchors or {}
     prev_hash, expected_seq = GENESIS_HASH, 1
@@ -486,10 +487,10 @@ def _scope(since, until, post_id):
     }
 
 
-def record_export(*, via, actor=None, since=None, until=None, post_id=None):
+def record_export(*, via, actor=None, since=None, until=None, post_id=None, **more):
     """Put the export on the record before it is written: who took which part of the archive."""
     with transaction.atomic():
-        append("ledger.exported", actor=actor, via=via, **_scope(since, until, post_id))
+        append("ledger.exported", actor=actor, via=via, **_scope(since, until, post_id), **more)
 
 
 # An export whose worker stopped (killed, restarted) is started again by the redelivered message,
@@ -503,12 +504,8 @@ def request_export(*, actor, since=None, until=None, post_id=None):
         export = LedgerExport.objects.create(
             requested_by=actor, since=since, until=until, post_id=post_id
         )
-        append(
-            "ledger.exported",
-            actor=actor,
-            via="admin",
-            export=export.pk,
-            **_scope(since, until, post_id),
+        record_export(
+            via="admin", actor=actor, since=since, until=until, post_id=post_id, export=export.pk
         )
         transaction.on_commit(lambda: _enqueue_export(export.pk))
     return export

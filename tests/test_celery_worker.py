@@ -8,6 +8,7 @@ this test and mails the author.
 import os
 import re
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection
@@ -27,22 +28,48 @@ pytestmark = [
 DEADLINE_SECONDS = 60
 
 
-def test_a_real_worker_releases_and_delivers_through_redis(
-    world, webhook_receiver, hook_account, tmp_path
-):
+@contextmanager
+def real_worker(tmp_path, name, **env):
+    """A real worker process on Redis, which this process's tasks go to (not run eagerly); its
+    log is printed when the block fails."""
     from reviewflow.celery import app
-
-    account = hook_account
 
     was_eager = app.conf.task_always_eager
     app.conf.task_always_eager = False
-    env = service_env(os.environ["CELERY_BROKER_URL"], database_url(connection))
-    the_worker = worker(env, tmp_path / "worker.log", name="reviewflow-test")
-    passed = False
+    the_worker = worker(
+        service_env(os.environ["CELERY_BROKER_URL"], database_url(connection), **env),
+        tmp_path / "worker.log",
+        name=name,
+    )
     try:
         purge(app)
         the_worker.start()
+        yield the_worker
+    except BaseException:
+        print("---- celery worker output ----")
+        print(the_worker.log_tail())
+        raise
+    finally:
+        app.conf.task_always_eager = was_eager
+        the_worker.stop()
 
+
+def succeeded(the_worker, *tasks, deadline):
+    """Whether the worker logged each task's success by the deadline: it logs just after the
+    task's commit, so a test that saw the commit may still have to wait for the line."""
+    lines = [rf"Task approvals\.tasks\.{task}\[[^\]]+\] succeeded" for task in tasks]
+    while time.monotonic() < deadline and not all(
+        re.search(line, the_worker.log_tail()) for line in lines
+    ):
+        time.sleep(0.2)
+    return all(re.search(line, the_worker.log_tail()) for line in lines)
+
+
+def test_a_real_worker_releases_and_delivers_through_redis(
+    world, webhook_receiver, hook_account, tmp_path
+):
+    account = hook_account
+    with real_worker(tmp_path, "reviewflow-test") as the_worker:
         post = workflow.create_post(
             world.alice, text="Réunion d'information jeudi, 18 h.", account_ids=[account.pk]
         )
@@ -78,26 +105,8 @@ def test_a_real_worker_releases_and_delivers_through_redis(
             time.sleep(0.2)
         assert not unsent.exists(), "the worker did not send the mails"
         assert Notification.objects.filter(post=post, user=world.alice).exists()
-        # The delivery and the mail ran in the worker process, not eagerly in this one. The log
-        # line comes just after the task's commit, so it is waited for too.
-        succeeded = [
-            rf"Task approvals\.tasks\.{task}\[[^\]]+\] succeeded"
-            for task in ("deliver_publication", "send_notifications")
-        ]
-        while time.monotonic() < deadline and not all(
-            re.search(line, the_worker.log_tail()) for line in succeeded
-        ):
-            time.sleep(0.2)
-        output = the_worker.log_tail()
-        for line in succeeded:
-            assert re.search(line, output)
-        passed = True
-    finally:
-        app.conf.task_always_eager = was_eager
-        the_worker.stop()
-        if not passed:
-            print("---- celery worker output ----")
-            print(the_worker.log_tail())
+        # The delivery and the mail ran in the worker process, not eagerly in this one.
+        assert succeeded(the_worker, "deliver_publication", "send_notifications", deadline=deadline)
 
 
 def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
@@ -109,21 +118,11 @@ def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
 
     from approvals import ledger
     from approvals.models import LedgerExport
-    from reviewflow.celery import app
 
     settings.MEDIA_ROOT = tmp_path / "media"
     for n in range(3):
         workflow.create_post(world.alice, text=f"Post {n}", account_ids=[world.lyon_sandbox.pk])
-    was_eager = app.conf.task_always_eager
-    app.conf.task_always_eager = False
-    env = service_env(
-        os.environ["CELERY_BROKER_URL"], database_url(connection), MEDIA_ROOT=settings.MEDIA_ROOT
-    )
-    the_worker = worker(env, tmp_path / "worker.log", name="reviewflow-export")
-    passed = False
-    try:
-        purge(app)
-        the_worker.start()
+    with real_worker(tmp_path, "reviewflow-export", MEDIA_ROOT=settings.MEDIA_ROOT) as the_worker:
         client.force_login(world.carla)
         response = client.post(reverse("admin:approvals_ledgerentry_export"), {})
         assert response.status_code == 302
@@ -144,15 +143,4 @@ def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
         problem, count = ledger.verify_export(data.decode().splitlines(keepends=True))
         assert (problem, count) == (None, export.entries)
         assert count == LedgerEntry.objects.exclude(event="ledger.export_downloaded").count()
-        # It ran in the worker process: its log says so just after the task's commit.
-        succeeded = r"Task approvals\.tasks\.export_ledger\[[^\]]+\] succeeded"
-        while time.monotonic() < deadline and not re.search(succeeded, the_worker.log_tail()):
-            time.sleep(0.2)
-        assert re.search(succeeded, the_worker.log_tail())
-        passed = True
-    finally:
-        app.conf.task_always_eager = was_eager
-        the_worker.stop()
-        if not passed:
-            print("---- celery worker output ----")
-            print(the_worker.log_tail())
+        assert succeeded(the_worker, "export_ledger", deadline=deadline)  # not in this process
