@@ -516,11 +516,21 @@ def _enqueue_export(export_id):
 
     try:
         export_ledger.delay(export_id)
-    except Exception as error:  # the broker is down: say so now rather than queue forever
+    except Exception:  # the broker is down: the beat's sweep writes it (stalled_export_ids)
         if settings.CELERY_TASK_ALWAYS_EAGER:
             raise
-        log.exception("Could not enqueue ledger export %s", export_id)
-        _fail_export(export_id, f"The task queue could not be reached ({error}): ask again later.")
+        log.exception("Could not enqueue ledger export %s; the sweep will write it", export_id)
+
+
+# A queued export no worker has started after this lost its message (a broker down at commit, a
+# Redis restart): the beat's sweep writes it.
+EXPORT_STALLED_AFTER = timedelta(minutes=10)
+
+
+def stalled_export_ids(now=None):
+    cutoff = (now or timezone.now()) - EXPORT_STALLED_AFTER
+    queued = LedgerExport.objects.filter(state=LedgerExport.State.QUEUED, requested_at__lte=cutoff)
+    return list(queued.order_by("requested_at").values_list("pk", flat=True))
 
 
 def _fail_export(export_id, error):

@@ -77,6 +77,16 @@ def export_ledger(export_id):
 
 
 @shared_task
+def write_stalled_ledger_exports():
+    """Write the exports whose message was lost: the database says they are waiting."""
+    for export_id in ledger.stalled_export_ids():
+        try:
+            ledger.write_export(export_id)
+        except Exception:  # said in the export's row; the others still get written
+            log.exception("Could not write ledger export %s", export_id)
+
+
+@shared_task
 def check_account_credentials():
     """Check every connected account's token with its network (approvals/health.py)."""
     from . import health

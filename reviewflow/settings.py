@@ -261,6 +261,7 @@ CELERY_TASK_ROUTES = {
     "approvals.tasks.escalate_overdue_steps": {"queue": "maintenance"},
     "approvals.tasks.flag_posts_at_risk": {"queue": "maintenance"},
     "approvals.tasks.export_ledger": {"queue": "maintenance"},
+    "approvals.tasks.write_stalled_ledger_exports": {"queue": "maintenance"},
     "approvals.tasks.send_notifications": {"queue": "notifications"},
     "approvals.tasks.send_digests": {"queue": "notifications"},
 }
@@ -289,6 +290,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "escalate-overdue-steps": {"task": "approvals.tasks.escalate_overdue_steps", "schedule": 60.0},
     "flag-posts-at-risk": {"task": "approvals.tasks.flag_posts_at_risk", "schedule": 60.0},
+    # Ledger exports whose task was lost (ledger.EXPORT_STALLED_AFTER).
+    "write-stalled-ledger-exports": {
+        "task": "approvals.tasks.write_stalled_ledger_exports",
+        "schedule": 300.0,
+    },
     # Immediate notifications whose task was lost (broker down when they were written).
     "send-stalled-notifications": {"task": "approvals.tasks.send_notifications", "schedule": 300.0},
     "send-digests": {

@@ -372,21 +372,34 @@ def test_an_export_deleted_while_written_leaves_no_file(world, media_root, monke
     assert list((media_root / "ledger-exports").iterdir()) == []
 
 
-def test_an_unreachable_broker_fails_the_export_at_once(world, settings, monkeypatch):
+def test_an_export_whose_message_was_lost_is_written_by_the_sweep(
+    world, history, media_root, settings, monkeypatch, caplog
+):
+    from datetime import timedelta
+
     from kombu.exceptions import OperationalError
 
-    from approvals.tasks import export_ledger
+    from approvals.tasks import export_ledger, write_stalled_ledger_exports
 
     def unreachable(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     settings.CELERY_TASK_ALWAYS_EAGER = False
     monkeypatch.setattr(export_ledger, "delay", unreachable)
-    export = ledger.request_export(actor=world.carla)
-    ledger._enqueue_export(export.pk)  # what the request's commit runs
-    export.refresh_from_db()
-    assert export.state == "failed"
-    assert export.error.startswith("The task queue could not be reached (Error 111")
+    lost = ledger.request_export(actor=world.carla)
+    ledger._enqueue_export(lost.pk)  # what the request's commit runs: the broker is down
+    assert "the sweep will write it" in caplog.text
+    lost.refresh_from_db()
+    assert lost.state == "queued"  # not failed: only delayed
+    recent = ledger.request_export(actor=world.carla)  # its message may still be on its way
+    LedgerExport.objects.filter(pk=lost.pk).update(
+        requested_at=timezone.now() - ledger.EXPORT_STALLED_AFTER - timedelta(seconds=1)
+    )
+    write_stalled_ledger_exports()  # the beat's sweep
+    lost.refresh_from_db()
+    recent.refresh_from_db()
+    assert (lost.state, recent.state) == ("ready", "queued")
+    assert (media_root / lost.file.name).exists()
 
 
 def test_deleting_an_export_deletes_its_file(
