@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import LedgerEntry, LedgerExport, LedgerHead
@@ -523,14 +524,20 @@ def _enqueue_export(export_id):
 
 
 # A queued export no worker has started after this lost its message (a broker down at commit, a
-# Redis restart): the beat's sweep writes it.
+# Redis restart), and one still being written after the lease lost its worker with no message to
+# redeliver (the database gone mid-write): the beat's sweep writes them. A million entries take
+# seconds, so the lease is generous.
 EXPORT_STALLED_AFTER = timedelta(minutes=10)
+EXPORT_LEASE = timedelta(hours=2)
 
 
 def stalled_export_ids(now=None):
-    cutoff = (now or timezone.now()) - EXPORT_STALLED_AFTER
-    queued = LedgerExport.objects.filter(state=LedgerExport.State.QUEUED, requested_at__lte=cutoff)
-    return list(queued.order_by("requested_at").values_list("pk", flat=True))
+    now, State = now or timezone.now(), LedgerExport.State
+    stalled = LedgerExport.objects.filter(
+        Q(state=State.QUEUED, requested_at__lte=now - EXPORT_STALLED_AFTER)
+        | Q(state=State.WRITING, started_at__lte=now - EXPORT_LEASE)
+    )
+    return list(stalled.order_by("requested_at").values_list("pk", flat=True))
 
 
 def _fail_export(export_id, error):

@@ -402,6 +402,26 @@ def test_an_export_whose_message_was_lost_is_written_by_the_sweep(
     assert (media_root / lost.file.name).exists()
 
 
+def test_an_export_left_being_written_past_its_lease_is_written_by_the_sweep(
+    world, history, media_root
+):
+    from datetime import timedelta
+
+    from approvals.tasks import write_stalled_ledger_exports
+
+    now = timezone.now()
+    abandoned = ledger.request_export(actor=world.carla)  # the database went away mid-write
+    writing = ledger.request_export(actor=world.carla)  # a worker is on it
+    LedgerExport.objects.filter(pk=abandoned.pk).update(
+        state="writing", attempts=1, started_at=now - ledger.EXPORT_LEASE - timedelta(seconds=1)
+    )
+    LedgerExport.objects.filter(pk=writing.pk).update(state="writing", attempts=1, started_at=now)
+    write_stalled_ledger_exports()
+    abandoned.refresh_from_db()
+    writing.refresh_from_db()
+    assert (abandoned.state, abandoned.attempts, writing.state) == ("ready", 2, "writing")
+
+
 def test_deleting_an_export_deletes_its_file(
     client, world, history, media_root, django_capture_on_commit_callbacks
 ):
