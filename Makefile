@@ -41,6 +41,8 @@ install: $(STAMP)
 run: export DEBUG ?= 1
 # The demo's webhook account posts to a receiver on this machine (127.0.0.1:8765).
 run: export REVIEWFLOW_ALLOW_PRIVATE_NETWORKS ?= 1
+# Links in the mails point at this instance, whatever its port.
+run: export REVIEWFLOW_BASE_URL ?= http://$(RUN_HOST):$(RUN_PORT)
 run: $(STAMP)
 	mkdir -p "$(REVIEWFLOW_VAR_DIR)/broker/queue" "$(REVIEWFLOW_VAR_DIR)/broker/control"
 	$(MANAGE) migrate --noinput
