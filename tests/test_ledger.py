@@ -531,6 +531,10 @@ def test_anchors_that_disagree_or_cannot_be_read_are_refused(chain, tmp_path):
         call_command("verify_ledger", "--anchor", one, "--anchor", other)
     with pytest.raises(CommandError, match="Cannot read .*missing.txt: No such file"):
         call_command("verify_ledger", "--anchors", str(tmp_path / "missing.txt"))
+    binary = tmp_path / "anchors.bin"
+    binary.write_bytes(b"\xff\xfe1:")
+    with pytest.raises(CommandError, match="Cannot read .*anchors.bin: not UTF-8 text"):
+        call_command("verify_ledger", "--anchors", str(binary))
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{one}\nnot an anchor\n")
     with pytest.raises(CommandError, match=r"bad.txt, line 2: 'not an anchor' is not an anchor"):

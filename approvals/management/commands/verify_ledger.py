@@ -80,7 +80,7 @@ class Command(BaseCommand):
                         if line.strip() and not line.lstrip().startswith("#")
                     ]
             except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or "not UTF-8 text"
+                reason = "not UTF-8 text" if isinstance(error, ValueError) else error.strerror
                 raise CommandError(f"Cannot read {path}: {reason}.") from None
         held = {}
         for where, text in texts:
