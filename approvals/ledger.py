@@ -3,7 +3,6 @@ database."""
 
 import hashlib
 import json
-import logging
 import re
 import tempfile
 from contextlib import contextmanager
@@ -12,7 +11,6 @@ from datetime import UTC, datetime, time, timedelta
 from operator import itemgetter
 
 import psycopg
-from django.conf import settings
 from django.core.files import File
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -20,8 +18,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .models import LedgerEntry, LedgerExport, LedgerHead
-
-log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 
@@ -513,14 +509,9 @@ def request_export(*, actor, since=None, until=None, post_id=None):
 
 
 def _enqueue_export(export_id):
-    from .tasks import export_ledger
+    from .tasks import export_ledger, send
 
-    try:
-        export_ledger.delay(export_id)
-    except Exception:  # the broker is down: the beat's sweep writes it (stalled_export_ids)
-        if settings.CELERY_TASK_ALWAYS_EAGER:
-            raise
-        log.exception("Could not enqueue ledger export %s; the sweep will write it", export_id)
+    send(export_ledger, export_id)  # else the beat's sweep writes it (stalled_export_ids)
 
 
 # A queued export no worker has started after this lost its message (a broker down at commit, a

@@ -11,8 +11,6 @@ Sending takes rows with a lease (`_claim`), mails them with no transaction open,
 sent: a row is mailed at least once, and by one runner at a time while its lease holds.
 """
 
-import logging
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
@@ -25,8 +23,6 @@ from django.utils.text import Truncator
 
 from .access import team_reviewers
 from .models import Notification, NotificationPreference, Post, ReviewStep
-
-log = logging.getLogger(__name__)
 
 # A row still unsent this long after it was written lost its task (broker down): sweep it.
 STALLED_AFTER = timezone.timedelta(minutes=2)
@@ -84,14 +80,9 @@ def _notify(kind, post, users, subject, body):
 
 
 def _enqueue(notification_ids):
-    from .tasks import send_notifications
+    from .tasks import send, send_notifications
 
-    try:
-        send_notifications.delay(notification_ids)
-    except Exception:  # the broker is down: the stalled-notifications sweep sends them later
-        if settings.CELERY_TASK_ALWAYS_EAGER:
-            raise
-        log.exception("Could not enqueue notifications %s", notification_ids)
+    send(send_notifications, notification_ids)  # else the stalled-notifications sweep sends them
 
 
 # --- Events ---------------------------------------------------------------------------------------

@@ -104,27 +104,17 @@ def start_deliveries(post, publications=None, now=None):
 
 
 def enqueue_deliveries(publications, countdown=None):
-    from .tasks import deliver_publication
+    from .tasks import deliver_publication, send
 
     for publication in publications:
-        _send(deliver_publication, getattr(publication, "pk", publication), countdown)
+        send(deliver_publication, getattr(publication, "pk", publication), countdown=countdown)
 
 
 def enqueue_retractions(publications, countdown=None):
-    from .tasks import retract_publication
+    from .tasks import retract_publication, send
 
     for publication in publications:
-        _send(retract_publication, getattr(publication, "pk", publication), countdown)
-
-
-def _send(task, argument, countdown=None):
-    """Send one message; a broker that is down only delays the work (the beat sends again)."""
-    try:
-        task.apply_async((argument,), countdown=countdown or None)
-    except Exception:
-        if settings.CELERY_TASK_ALWAYS_EAGER:
-            raise
-        log.exception("Could not enqueue %s(%s); the beat will send it again", task.name, argument)
+        send(retract_publication, getattr(publication, "pk", publication), countdown=countdown)
 
 
 def _due(now):

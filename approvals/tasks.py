@@ -7,10 +7,22 @@ make the database the source of truth, so a lost message only delays the work it
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from . import ledger, notify, publishing, workflow
 
 log = logging.getLogger(__name__)
+
+
+def send(task, *args, countdown=None):
+    """Send one message. A broker that is down only delays the work: each task sent this way has
+    a beat sweep that finds in the database what is still to do. Eager (tests), errors raise."""
+    try:
+        task.apply_async(args, countdown=countdown or None)
+    except Exception:
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            raise
+        log.exception("Could not enqueue %s%r; the sweep will do it", task.name, args)
 
 
 @shared_task

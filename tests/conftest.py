@@ -253,7 +253,7 @@ def enqueued_deliveries(callbacks):
     """
     from unittest import mock
 
-    from approvals import publishing
+    from approvals import tasks
 
     def sends_deliveries(callback):
         code = getattr(callback, "__code__", None)
@@ -262,7 +262,7 @@ def enqueued_deliveries(callbacks):
         )
 
     sent = []
-    with mock.patch.object(publishing, "_send", lambda task, *args: sent.append((task, args))):
+    with mock.patch.object(tasks, "send", lambda task, *args, **_: sent.append((task, args))):
         for callback in filter(sends_deliveries, callbacks):
             callback()
     assert {task.name for task, _ in sent} <= {"approvals.tasks.deliver_publication"}, sent
