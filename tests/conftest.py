@@ -119,6 +119,13 @@ def make_user(django_user_model, username, **extra):
 
 
 @pytest.fixture
+def media_root(settings, tmp_path):
+    """Stored files (images, ledger exports) in the test's own folder."""
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
 def world(django_user_model):
     """The personas, two teams and their accounts."""
     from approvals.models import Membership, SocialAccount, Team

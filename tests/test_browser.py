@@ -353,10 +353,9 @@ def loaded_width(image):
 
 
 def test_the_image_chosen_stays_when_the_post_is_refused(
-    browser_page, live_server, world, settings, tmp_path
+    browser_page, live_server, world, media_root
 ):
     """Browsers empty a file input when the form comes back: the image is kept for her."""
-    settings.MEDIA_ROOT = tmp_path
     page, base = browser_page, live_server.url
     errors = BrowserErrors(page)
     errors.expect(400, "/posts/new/")
@@ -382,7 +381,7 @@ def test_the_image_chosen_stays_when_the_post_is_refused(
 
 
 def test_a_compliance_admin_exports_the_ledger_for_an_auditor(
-    browser_page, live_server, world, settings, tmp_path
+    browser_page, live_server, world, media_root, tmp_path
 ):
     """carla asks for one post's entries in the admin; the list refreshes itself until the file
     is written (Celery eager: at once), and the download is the file the list describes.
@@ -392,7 +391,6 @@ def test_a_compliance_admin_exports_the_ledger_for_an_auditor(
 
     page, base = browser_page, live_server.url
     page.set_viewport_size({"width": 1280, "height": 700})
-    settings.MEDIA_ROOT = tmp_path / "media"
     errors = BrowserErrors(page)
     post = workflow.create_post(
         world.alice, text="Portes ouvertes samedi.", account_ids=[world.lyon_sandbox.pk]

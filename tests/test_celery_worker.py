@@ -110,7 +110,7 @@ def test_a_real_worker_releases_and_delivers_through_redis(
 
 
 def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
-    world, client, settings, tmp_path
+    world, client, media_root, tmp_path
 ):
     """The admin's request commits and returns at once; the worker process writes the file
     through Redis; the download is the file the ledger records, and it checks."""
@@ -119,10 +119,9 @@ def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
     from approvals import ledger
     from approvals.models import LedgerExport
 
-    settings.MEDIA_ROOT = tmp_path / "media"
     for n in range(3):
         workflow.create_post(world.alice, text=f"Post {n}", account_ids=[world.lyon_sandbox.pk])
-    with real_worker(tmp_path, "reviewflow-export", MEDIA_ROOT=settings.MEDIA_ROOT) as the_worker:
+    with real_worker(tmp_path, "reviewflow-export", MEDIA_ROOT=media_root) as the_worker:
         client.force_login(world.carla)
         response = client.post(reverse("admin:approvals_ledgerentry_export"), {})
         assert response.status_code == 302

@@ -168,12 +168,6 @@ def test_verify_ledger_says_what_is_wrong_with_a_file(tmp_path):
         call_command("verify_ledger", "--file", str(binary))
 
 
-@pytest.fixture
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
-
-
 def ask_for_export(client, world, django_capture_on_commit_callbacks, **fields):
     """carla's request through the admin form; the worker's part runs on commit (Celery eager)."""
     client.force_login(world.carla)
