@@ -346,7 +346,7 @@ class LedgerExportForm(forms.Form):
         return data
 
     def scope(self):
-        """export_lines' arguments."""
+        """What to export, as ledger.request_export takes it."""
         since, until = ledger.export_period(
             self.cleaned_data["first_day"], self.cleaned_data["last_day"]
         )
