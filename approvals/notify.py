@@ -7,6 +7,12 @@ and, once those rows are committed, enqueues the mailing of the immediate ones
 `tasks.send_digests`. Only people who may see the post are told: the author, and
 members of the step's groups who are granted review on the post's team (never the author).
 
+Bursts: a campaign of a thousand posts must not send a reviewer a thousand mails. A row for
+someone who already has a row from the last MAIL_BURST_SECONDS is *gathered*: the beat mails
+each person what was gathered for them, in one mail, every MAIL_BURST_SECONDS
+(`tasks.send_gathered_notifications`). So the first event of a burst is mailed at once and the
+rest at most one period late, one mail per period.
+
 Sending takes rows with a lease (`_claim`), mails them with no transaction open, then marks them
 sent: a row is mailed at least once, and by one runner at a time while its lease holds.
 """
@@ -59,21 +65,35 @@ def _users(*users):
 
 
 def _notify(kind, post, users, subject, body):
-    """Write one row per recipient with an email address; mail the immediate ones on commit.
+    """Write one row per recipient with an email address; mail the immediate ones on commit,
+    except those gathered in a burst (see the module's docstring).
 
-    `users`: a queryset; one query reads the recipients with their choice of digest.
+    `users`: a queryset; one query reads the recipients with their choice of digest and whether
+    they have a row from the burst's window.
     """
     digest = NotificationPreference.objects.filter(
         user=OuterRef("pk"), mode=NotificationPreference.Mode.DIGEST
     )
-    recipients = users.exclude(email="").annotate(digest=Exists(digest)).distinct().order_by("pk")
+    recipients = users.exclude(email="").annotate(digest=Exists(digest))
+    if window := settings.REVIEWFLOW["MAIL_BURST_SECONDS"]:
+        since = timezone.now() - timezone.timedelta(seconds=window)
+        recent = Notification.objects.filter(user=OuterRef("pk"), created_at__gte=since)
+        recipients = recipients.annotate(in_burst=Exists(recent.filter(digest=False)))
+    else:
+        recipients = recipients.annotate(in_burst=Value(False))
     rows = Notification.objects.bulk_create(
         Notification(
-            user=user, post=post, kind=kind, subject=subject, body=body, digest=user.digest
+            user=user,
+            post=post,
+            kind=kind,
+            subject=subject,
+            body=body,
+            digest=user.digest,
+            gathered=user.in_burst and not user.digest,
         )
-        for user in recipients
+        for user in recipients.distinct().order_by("pk")
     )
-    immediate = [row.pk for row in rows if not row.digest]
+    immediate = [row.pk for row in rows if not (row.digest or row.gathered)]
     if immediate:
         transaction.on_commit(lambda: _enqueue(immediate))
     return rows
@@ -304,7 +324,7 @@ def send_immediate(notification_ids=None):
     rows mailed so far are marked. A row whose user has no email left is marked without mail.
     """
     now = timezone.now()
-    rows = Notification.objects.filter(digest=False)
+    rows = Notification.objects.filter(digest=False, gathered=False)
     if notification_ids is None:
         rows = rows.filter(created_at__lte=now - STALLED_AFTER)
     else:
@@ -326,33 +346,48 @@ def send_immediate(notification_ids=None):
 
 def send_digests():
     """One mail per person listing all their unsent digest rows; returns how many were sent."""
-    user_ids = (
-        Notification.objects.filter(digest=True, sent_at__isnull=True)
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
-    return sum(_send_digest(user_id) for user_id in list(user_ids))
+    return _send_per_person(Notification.objects.filter(digest=True), "digest")
 
 
-def _send_digest(user_id):
-    """Claim, mail and mark this person's unsent digest rows, as `send_immediate` does (without
-    an email address left, they are marked without mail)."""
+def send_gathered():
+    """One mail per person with the rows a burst gathered for them; returns how many were sent."""
+    return _send_per_person(Notification.objects.filter(gathered=True), "gathered")
+
+
+def _send_per_person(rows, what):
+    user_ids = rows.filter(sent_at__isnull=True).values_list("user_id", flat=True).distinct()
+    return sum(_send_together(rows.filter(user_id=user_id), what) for user_id in list(user_ids))
+
+
+def _send_together(rows, what):
+    """Claim, mail and mark one person's unsent `rows` in one mail, as `send_immediate` does
+    (without an email address left, they are marked without mail). A single gathered row is
+    mailed as it was written."""
     now = timezone.now()
     until = now + SENDING_LEASE
-    rows = _claim(Notification.objects.filter(user_id=user_id, digest=True), now, until)
+    rows = _claim(rows, now, until)
     if not rows:
         return 0
     email, sent = rows[0].email, []
     try:
-        if email:
+        if email and what == "gathered" and len(rows) == 1:
+            send_mail(rows[0].subject, rows[0].body, None, [email])
+        elif email:
             items = "\n\n".join(
                 f"{index}. {row.subject}\n   {_when(row.created_at)}\n"
                 + "\n".join(f"   {line}" if line else "" for line in row.body.strip().splitlines())
                 for index, row in enumerate(rows, start=1)
             )
+            if what == "digest":
+                plural = "s" if len(rows) > 1 else ""
+                subject = f"ReviewFlow digest: {len(rows)} notification{plural}"
+                since = "since the last digest"
+            else:
+                subject = f"ReviewFlow: {len(rows)} notifications"
+                since = "in the last moments, gathered in one mail"
             send_mail(
-                f"ReviewFlow digest: {len(rows)} notification{'s' if len(rows) > 1 else ''}",
-                f"What happened in your reviews since the last digest:\n\n{items}\n\n"
+                subject,
+                f"What happened in your reviews {since}:\n\n{items}\n\n"
                 f"Change how you are notified: "
                 f"{settings.REVIEWFLOW['BASE_URL'].rstrip('/')}{reverse('notification_preferences')}\n",
                 None,

@@ -82,6 +82,12 @@ def send_digests():
     notify.send_digests()
 
 
+@shared_task
+def send_gathered_notifications():
+    """Mail each person, in one mail, what a burst of events gathered for them."""
+    notify.send_gathered()
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def export_ledger(export_id):
     """Write a ledger export for an auditor: too long, for years of ledger, for a web request."""

@@ -20,7 +20,9 @@ Figures, one line each on stdout (progress goes to stderr):
   BENCH cycle_posts_per_s         posts/s through the whole cycle, all in this process, median
                                   of BENCH_CYCLE_RUNS runs of BENCH_CYCLE_POSTS posts
   BENCH cycle_queries_per_post    SQL queries for one post's whole cycle, a warm run (BEGIN and
-                                  COMMIT count, as Django's assertNumQueries counts them)
+                                  COMMIT count, as Django's assertNumQueries counts them), in
+                                  a burst: its two mails gathered with the burst's (notify)
+  BENCH cycle_queries_per_post_alone  the same for a post alone, its two mails sent at once
   BENCH cycle_client_cpu_ms_per_post  CPU time of this process per post, in-process runs
   BENCH cycle_db_cpu_ms_per_post  CPU time of its PostgreSQL server process per post (when
                                   the server runs on this machine): what each post costs the
@@ -37,8 +39,13 @@ Figures, one line each on stdout (progress goes to stderr):
 On stderr, where the cost goes: one post's statements by phase, and this process's CPU time per
 post by phase (`PHASES`).
 
+A run is a burst: its first mails go at once, the rest are gathered (approvals/notify.py), and
+the beat's pass that mails what was gathered (`notify.send_gathered`) runs inside the run's
+clock, when its posts are published.
+
 Before printing, the run is checked: every post published once (one SandboxPost each), its
-ledger entries present, and the chain verifies; otherwise it says what is wrong and exits 1.
+ledger entries present, every mail sent, and the chain verifies; otherwise it says what is wrong
+and exits 1.
 
 Knobs (environment): BENCH_CYCLE_POSTS (1000), BENCH_CYCLE_RUNS (3), BENCH_CYCLE_HTTP_POSTS (200),
 BENCH_CYCLE_CLIENTS (the number of cores), BENCH_BROKER_URL (redis://127.0.0.1:6379/14; purged).
@@ -137,6 +144,7 @@ def service_runs(advisor, reviewer, account, label):
         mark = time.process_time()
         batch = [one_cycle(advisor, reviewer, account, n, after) for n in range(POSTS)]
         wait_published(batch)
+        mail_gathered()
         rate = POSTS / (time.perf_counter() - started)
         ids += batch
         rates.append(rate)
@@ -190,6 +198,7 @@ def run_client(start_at, count):
     ids = [one_cycle(advisor, reviewer, account, 0)]  # warm, as a server's caches are
     time.sleep(max(0.0, start_at - time.time()))
     ids += [one_cycle(advisor, reviewer, account, n) for n in range(count)]
+    mail_gathered()
     print(json.dumps({"ids": ids, "seconds": time.time() - start_at}))
 
 
@@ -209,6 +218,24 @@ def database_cpu():
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def mail_gathered():
+    """The beat's pass that mails, one mail per person, what the burst gathered."""
+    from approvals import notify
+
+    notify.send_gathered()
+
+
+def wait_mailed(post_ids):
+    """Until every mail about these posts is sent (the worker may still be at the last ones)."""
+    from approvals.models import Notification
+
+    deadline = time.monotonic() + PUBLISHED_TIMEOUT
+    unsent = Notification.objects.filter(post_id__in=post_ids, sent_at=None)
+    while unsent.exists() and time.monotonic() < deadline:
+        mail_gathered()
+        time.sleep(0.01)
 
 
 def wait_published(post_ids):
@@ -252,16 +279,25 @@ def real_worker(database_url):
                 log(the_worker.log_tail(4000))
 
 
-def count_queries(advisor, reviewer, account):
+def count_queries(advisor, reviewer, account, alone=False):
+    """(the post, its statements) of one post in a burst, or `alone` (mails sent at once)."""
+    from django.conf import settings
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
+    from django.test.utils import CaptureQueriesContext, override_settings
 
     counts = {}
-    with CaptureQueriesContext(connection) as captured:
+    burst = 0 if alone else settings.REVIEWFLOW["MAIL_BURST_SECONDS"]
+    with (
+        override_settings(REVIEWFLOW={**settings.REVIEWFLOW, "MAIL_BURST_SECONDS": burst}),
+        CaptureQueriesContext(connection) as captured,
+    ):
         post_id = one_cycle(
             advisor, reviewer, account, 0, lambda phase: counts.setdefault(phase, len(captured))
         )
-    log("statements of one post, by phase:")
+    if alone:
+        log(f"statements of one post alone (its mails sent at once): {len(captured)}")
+        return post_id, len(captured)
+    log("statements of one post in a burst, by phase:")
     before = 0
     for phase, total in counts.items():
         log(f"  {total - before:3d}  {phase}")
@@ -320,6 +356,7 @@ def http_runs(advisor, reviewer, account):
         assert response.status_code == 302, (response.status_code, response.content[:2000])
         ids.append(post_id)
     wait_published(ids)
+    mail_gathered()
     return ids, HTTP_POSTS / (time.perf_counter() - started)
 
 
@@ -328,7 +365,7 @@ def check(post_ids):
     from django.db.models import Count
 
     from approvals import ledger
-    from approvals.models import LedgerEntry, Post, SandboxPost
+    from approvals.models import LedgerEntry, Notification, Post, SandboxPost
     from approvals.models.posts import State
 
     problems = []
@@ -366,6 +403,9 @@ def check(post_ids):
         missing = [pk for pk in post_ids if entries.get(pk, []).count(event) != 1]
         if missing:
             problems.append(f"{len(missing)} posts without exactly one {event} ledger entry")
+    unsent = Notification.objects.filter(post_id__in=post_ids, sent_at=None).count()
+    if unsent:
+        problems.append(f"{unsent} mails never sent")
     if (broken := ledger.verify()) is not None:
         problems.append(f"the ledger does not verify: {broken}")
     return problems
@@ -402,18 +442,22 @@ def main(recreate=True):
     advisor, reviewer, account = make_world()
     warm = one_cycle(advisor, reviewer, account, 0)  # warm the caches, as a server's are
     post_id, queries = count_queries(advisor, reviewer, account)
+    alone_id, queries_alone = count_queries(advisor, reviewer, account, alone=True)
     eager_ids, rate, client_ms, db_ms = service_runs(advisor, reviewer, account, "in-process")
     parallel_ids, parallel_rate = parallel_runs("in-process, parallel")
     with real_worker(url):
         worker_ids, worker_rate, *_ = service_runs(advisor, reviewer, account, "client + worker")
         http_ids, http_rate = http_runs(advisor, reviewer, account)
-    problems = check([warm, post_id, *eager_ids, *parallel_ids, *worker_ids, *http_ids])
+    ids = [warm, post_id, alone_id, *eager_ids, *parallel_ids, *worker_ids, *http_ids]
+    wait_mailed(ids)
+    problems = check(ids)
     if problems:
         for problem in problems:
             log(f"cycle benchmark: {problem}")
         sys.exit(1)
     bench("cycle_posts_per_s", f"{rate:.1f}", "posts/s")
     bench("cycle_queries_per_post", queries, "queries")
+    bench("cycle_queries_per_post_alone", queries_alone, "queries")
     bench("cycle_client_cpu_ms_per_post", f"{client_ms:.1f}", "ms")
     if db_ms is not None:
         bench("cycle_db_cpu_ms_per_post", f"{db_ms:.1f}", "ms")

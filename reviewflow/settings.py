@@ -264,11 +264,15 @@ CELERY_TASK_ROUTES = {
     "approvals.tasks.write_stalled_ledger_exports": {"queue": "maintenance"},
     "approvals.tasks.send_notifications": {"queue": "notifications"},
     "approvals.tasks.send_digests": {"queue": "notifications"},
+    "approvals.tasks.send_gathered_notifications": {"queue": "notifications"},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 _digest_hour = env_int("REVIEWFLOW_DIGEST_HOUR", 7)
 if not 0 <= _digest_hour <= 23:
     raise ImproperlyConfigured("REVIEWFLOW_DIGEST_HOUR must be an hour between 0 and 23")
+_mail_burst_seconds = env_int("REVIEWFLOW_MAIL_BURST_SECONDS", 60)
+if _mail_burst_seconds < 0:
+    raise ImproperlyConfigured("REVIEWFLOW_MAIL_BURST_SECONDS must be 0 (off) or more")
 CELERY_BEAT_SCHEDULE = {
     "release-due-posts": {
         "task": "approvals.tasks.release_due_posts",
@@ -297,6 +301,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Immediate notifications whose task was lost (broker down when they were written).
     "send-stalled-notifications": {"task": "approvals.tasks.send_notifications", "schedule": 300.0},
+    # What a burst gathered for each person (notify.send_gathered): one mail each, per period.
+    "send-gathered-notifications": {
+        "task": "approvals.tasks.send_gathered_notifications",
+        "schedule": float(_mail_burst_seconds or 60),
+    },
     "send-digests": {
         "task": "approvals.tasks.send_digests",
         "schedule": crontab(minute=0, hour=_digest_hour),
@@ -375,6 +384,9 @@ REVIEWFLOW = {
     "AT_RISK_MARGIN_MINUTES": env_int("REVIEWFLOW_AT_RISK_MARGIN_MINUTES", 60),
     # The hour (server timezone) at which digest emails go out, for those who chose them.
     "DIGEST_HOUR": _digest_hour,
+    # A person emailed less than this many seconds ago gets what follows gathered: one mail per
+    # period while a burst lasts (a campaign of posts), not one per event. 0: one mail per event.
+    "MAIL_BURST_SECONDS": _mail_burst_seconds,
 }
 
 LOGGING = {

@@ -126,6 +126,13 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
+def hours_apart(settings):
+    """For events a test runs seconds apart that are hours apart in life (a review request,
+    then its escalation): each is mailed at once, none gathered as a burst (see notify)."""
+    settings.REVIEWFLOW = {**settings.REVIEWFLOW, "MAIL_BURST_SECONDS": 0}
+
+
+@pytest.fixture
 def world(django_user_model):
     """The personas, two teams and their accounts."""
     from approvals.models import Membership, SocialAccount, Team

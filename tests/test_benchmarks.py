@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, transaction
 
 from approvals import ledger, workflow
-from approvals.models import LedgerEntry, Post, SandboxPost
+from approvals.models import LedgerEntry, Notification, Post, SandboxPost
 from benchmarks import cycle
 
 
@@ -27,6 +27,7 @@ def bench_run(db, django_capture_on_commit_callbacks):
     advisor, reviewer, account = cycle.make_world()
     with django_capture_on_commit_callbacks(execute=True):
         ids = [cycle.one_cycle(advisor, reviewer, account, n) for n in range(3)]
+    cycle.mail_gathered()  # as the run ends: the mails its burst gathered
     return SimpleNamespace(ids=ids, advisor=advisor, reviewer=reviewer, account=account)
 
 
@@ -58,6 +59,14 @@ def test_a_post_delivered_twice_is_reported(bench_run):
 
     assert "4 sandbox posts for 3 posts" in problems
     assert "1 posts delivered more than once" in problems
+
+
+def test_a_mail_never_sent_is_reported(bench_run):
+    mails = Notification.objects.filter(post_id__in=bench_run.ids)
+    assert mails.count() == 6  # the review request to rita and the decision to alice, each
+    mails.filter(post_id=bench_run.ids[2]).update(sent_at=None)
+
+    assert cycle.check(bench_run.ids) == ["2 mails never sent"]
 
 
 def test_a_tampered_ledger_is_reported(bench_run):
@@ -105,6 +114,7 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
     assert set(figures) == {
         "cycle_posts_per_s",
         "cycle_queries_per_post",
+        "cycle_queries_per_post_alone",
         "cycle_client_cpu_ms_per_post",
         "cycle_db_cpu_ms_per_post",
         "cycle_parallel_posts_per_s",
@@ -113,10 +123,12 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
     }
     assert all(float(value) > 0 for value in figures.values())
     # Where the statements go, by phase, adds up to the figure.
-    by_phase = re.search(r"statements of one post, by phase:\n((?:\s+\d+ .*\n)+)", run.stderr)
+    by_phase = re.search(r"one post in a burst, by phase:\n((?:\s+\d+ .*\n)+)", run.stderr)
     counts = [int(line.split()[0]) for line in by_phase.group(1).splitlines()]
     assert len(counts) == len(cycle.PHASES)
     assert sum(counts) == int(figures["cycle_queries_per_post"])
+    # Alone, its two mails are each claimed and marked sent: two statements each.
+    assert int(figures["cycle_queries_per_post_alone"]) == sum(counts) + 4
 
 
 def _drop_database(url):

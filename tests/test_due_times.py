@@ -87,6 +87,7 @@ def approve(post, reviewer):
     )
 
 
+@pytest.mark.usefixtures("hours_apart")
 def test_overdue_step_is_escalated_once_and_its_escalation_group_may_then_decide(
     world, managers, mailoutbox, django_capture_on_commit_callbacks
 ):
@@ -135,6 +136,7 @@ def test_overdue_step_is_escalated_once_and_its_escalation_group_may_then_decide
     assert Post.objects.get(pk=post.pk).state == State.PUBLISHING  # approved, so released
 
 
+@pytest.mark.usefixtures("hours_apart")
 def test_escalation_without_escalation_group_tells_the_group(
     world, in_review, mailoutbox, django_capture_on_commit_callbacks
 ):
@@ -165,6 +167,7 @@ def test_beat_tasks_run(world, in_review):
 # --- Publish time at risk -------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("hours_apart")
 def test_post_whose_publish_time_comes_before_its_due_time_is_flagged_before_the_slot_is_lost(
     world, mailoutbox, django_capture_on_commit_callbacks
 ):
@@ -194,6 +197,7 @@ def test_post_whose_publish_time_comes_before_its_due_time_is_flagged_before_the
     assert mailoutbox == []
 
 
+@pytest.mark.usefixtures("hours_apart")
 def test_post_with_time_to_spare_is_not_flagged_until_its_publish_time_is_near(
     world, mailoutbox, django_capture_on_commit_callbacks
 ):

@@ -1,11 +1,15 @@
 """Email notifications: who is told what, immediate mails or a daily digest, never twice."""
 
+import os
 import re
 import smtplib
+import subprocess
+import sys
 import time
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -100,7 +104,10 @@ def test_digest_user_gets_one_mail_listing_everything_once(
     with django_capture_on_commit_callbacks(execute=True):
         workflow.submit(first.pk, world.alice)
         workflow.submit(second.pk, world.alice)
-    assert sorted(m.to[0] for m in mailoutbox) == ["sam@example.com", "sam@example.com"]
+    # sam, immediate, is mailed the first at once; the second, moments later, waits for the
+    # mail of the burst (see the burst tests below).
+    assert [m.to[0] for m in mailoutbox] == ["sam@example.com"]
+    assert Notification.objects.filter(user=world.sam, gathered=True, sent_at=None).count() == 1
     assert Notification.objects.filter(user=world.rita, digest=True, sent_at=None).count() == 2
 
     mailoutbox.clear()
@@ -112,7 +119,7 @@ def test_digest_user_gets_one_mail_listing_everything_once(
     assert f"1. Post #{first.pk} waits for your review" in digest.body
     assert f"2. Post #{second.pk} waits for your review" in digest.body
     assert reverse("notification_preferences") in digest.body
-    assert not Notification.objects.filter(sent_at=None).exists()
+    assert not Notification.objects.filter(digest=True, sent_at=None).exists()
 
     tasks.send_digests.delay()
     assert len(mailoutbox) == 1  # nothing new, nothing sent twice
@@ -263,6 +270,115 @@ def test_concurrent_runners_mail_each_row_once(world, mailoutbox):
     assert not Notification.objects.filter(sent_at=None).exists()
 
 
+# --- Bursts ---------------------------------------------------------------------------------------
+
+
+def submit_burst(world, texts, callbacks):
+    posts = [new_post(world, text=text) for text in texts]
+    with callbacks(execute=True):
+        for post in posts:
+            workflow.submit(post.pk, world.alice)
+    return posts
+
+
+def test_a_burst_mails_its_first_event_at_once_and_the_rest_in_one_mail_each(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    first, second, third = submit_burst(
+        world,
+        ["Livret A: 3% net.", "PEL: 2%.", "Assurance vie: 2,5%."],
+        django_capture_on_commit_callbacks,
+    )
+    assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
+    assert all(m.subject.startswith(f"Post #{first.pk} waits") for m in mailoutbox)
+    gathered = Notification.objects.filter(gathered=True, sent_at=None)
+    assert sorted(gathered.values_list("user__username", flat=True)) == [
+        "rita",
+        "rita",
+        "sam",
+        "sam",
+    ]
+
+    mailoutbox.clear()
+    # Even old enough for the lost-task sweep (the beat was down), they wait for the burst's mail.
+    gathered.update(created_at=F("created_at") - notify.STALLED_AFTER * 2)
+    tasks.send_notifications.delay()
+    assert mailoutbox == []
+    tasks.send_gathered_notifications.delay()  # the beat, once a period
+    assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
+    mail = mailoutbox[0]
+    assert mail.subject == "ReviewFlow: 2 notifications"
+    assert f"1. Post #{second.pk} waits for your review" in mail.body
+    assert f"2. Post #{third.pk} waits for your review" in mail.body
+    assert f"http://127.0.0.1:8000/posts/{third.pk}/" in mail.body
+    assert not Notification.objects.filter(sent_at=None).exists()
+    tasks.send_gathered_notifications.delay()
+    assert len(mailoutbox) == 2  # nothing sent twice
+
+    # The burst goes on: one more event waits for the next period, and alone, it is mailed as
+    # it was written.
+    [fourth] = submit_burst(world, ["PEA: 1%."], django_capture_on_commit_callbacks)
+    assert len(mailoutbox) == 2
+    tasks.send_gathered_notifications.delay()
+    later = mailoutbox[2:]
+    assert sorted(m.to[0] for m in later) == ["rita@example.com", "sam@example.com"]
+    assert all(m.subject.startswith(f"Post #{fourth.pk} waits for your review") for m in later)
+    assert f"Review it: http://127.0.0.1:8000/posts/{fourth.pk}/" in later[0].body
+
+    # Once the burst is over (nothing for a period), the next event is mailed at once again.
+    Notification.objects.update(created_at=timezone.now() - timezone.timedelta(seconds=61))
+    [fifth] = submit_burst(world, ["CEL: 1,5%."], django_capture_on_commit_callbacks)
+    assert all(m.subject.startswith(f"Post #{fifth.pk} waits") for m in mailoutbox[4:])
+    assert len(mailoutbox) == 6
+    assert not Notification.objects.filter(sent_at=None).exists()
+
+
+def test_a_burst_to_one_person_does_not_hold_back_another_persons_first_mail(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    written(world.rita, "Moments ago", sent_at=timezone.now())
+    submit_burst(world, ["Livret A: 3% net."], django_capture_on_commit_callbacks)
+    assert [m.to[0] for m in mailoutbox] == ["sam@example.com"]
+    assert Notification.objects.get(gathered=True).user == world.rita
+
+
+@pytest.mark.usefixtures("hours_apart")
+def test_with_bursts_off_every_event_is_mailed_at_once(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    submit_burst(world, ["Livret A: 3% net.", "PEL: 2%."], django_capture_on_commit_callbacks)
+    assert len(mailoutbox) == 4
+    assert not Notification.objects.filter(gathered=True).exists()
+
+
+def test_a_failed_burst_mail_is_sent_by_the_next_period(world, mailoutbox, monkeypatch):
+    for subject in ("A", "B"):
+        written(world.sam, subject, gathered=True)
+    smtp(monkeypatch, refuse={"ReviewFlow: 2 notifications"})
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        notify.send_gathered()
+    assert not Notification.objects.filter(sent_at=None).exclude(sending_until=None).exists()
+    monkeypatch.undo()
+    assert notify.send_gathered() == 1
+    assert [m.subject for m in mailoutbox] == ["ReviewFlow: 2 notifications"]
+    assert not Notification.objects.filter(sent_at=None).exists()
+
+
+def test_a_negative_burst_period_is_refused_at_start():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "REVIEWFLOW_MAIL_BURST_SECONDS": "-5",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "REVIEWFLOW_MAIL_BURST_SECONDS must be 0 (off) or more" in result.stderr
+
+
 # --- Preferences page -----------------------------------------------------------------------------
 
 
@@ -273,6 +389,7 @@ def test_preferences_page_saves_the_choice(client, world):
     page = client.get(url).content.decode()
     assert '<label for="id_mode_0">Immediately, one email per event</label>' in page
     assert '<label for="id_mode_1">Once a day, in one digest email</label>' in page
+    assert "the rest are gathered: one\nemail every 60 seconds while the burst lasts." in page
     assert re.search(r'<input type="radio" name="mode" value="immediate"[^>]* checked>', page)
 
     response = client.post(url, {"mode": "digest"})

@@ -366,6 +366,7 @@ def test_edit_and_submit_unchanged_text_after_changes_requested_saves_nothing(
     assert LedgerEntry.objects.count() == entries
 
 
+@pytest.mark.usefixtures("hours_apart")  # the review asked for changes a while ago
 def test_edit_and_submit_after_changes_requested_sends_the_new_revision_to_review(
     world, changes_requested, mailoutbox, django_capture_on_commit_callbacks
 ):

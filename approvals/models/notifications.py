@@ -38,7 +38,10 @@ class Notification(models.Model):
         RECONNECT_NEEDED = "reconnect_needed", "Account reconnect needed"
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        db_index=False,  # notification_user_recent, below, leads with the user
     )
     post = models.ForeignKey(
         "approvals.Post", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
@@ -48,6 +51,9 @@ class Notification(models.Model):
     body = models.TextField()
     # The recipient's choice when the row was written: digest rows wait for the daily digest.
     digest = models.BooleanField(default=False)
+    # Written during a burst to this person (they were emailed moments ago): mailed with the
+    # rest of the burst, in one mail, by notify.send_gathered.
+    gathered = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     # Set while a runner mails the row (approvals.notify._claim); past it, another may take it.
@@ -60,7 +66,9 @@ class Notification(models.Model):
                 fields=["digest", "user", "created_at"],
                 condition=Q(sent_at__isnull=True),
                 name="notification_unsent",
-            )
+            ),
+            # Whether a person was emailed moments ago (notify._notify): their newest rows.
+            models.Index(fields=["user", "created_at"], name="notification_user_recent"),
         ]
 
     def __str__(self):

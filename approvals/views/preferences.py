@@ -29,6 +29,10 @@ def notification_preferences(request):
     return render(
         request,
         "approvals/preferences.html",
-        {"form": form, "digest_hour": settings.REVIEWFLOW["DIGEST_HOUR"]},
+        {
+            "form": form,
+            "digest_hour": settings.REVIEWFLOW["DIGEST_HOUR"],
+            "burst_seconds": settings.REVIEWFLOW["MAIL_BURST_SECONDS"],
+        },
         status=400 if request.method == "POST" else 200,
     )
