@@ -243,6 +243,7 @@ def test_estimated_finish_chains_the_later_stages(world, business_hours):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("hours_apart")
 def test_concurrent_escalation_runs_escalate_once(world, mailoutbox):
     from .conftest import at_once
 
