@@ -83,15 +83,18 @@ def _notify(kind, post, users, subject, body):
         recipients = recipients.annotate(in_burst=Value(False))
     rows = Notification.objects.bulk_create(
         Notification(
-            user=user,
+            user_id=user_id,
             post=post,
             kind=kind,
             subject=subject,
             body=body,
-            digest=user.digest,
-            gathered=user.in_burst and not user.digest,
+            digest=digest,
+            gathered=in_burst and not digest,
         )
-        for user in recipients.distinct().order_by("pk")
+        # Only what the rows take: no user instances, DISTINCT over three columns, not all.
+        for user_id, digest, in_burst in recipients.values_list("pk", "digest", "in_burst")
+        .distinct()
+        .order_by("pk")
     )
     immediate = [row.pk for row in rows if not (row.digest or row.gathered)]
     if immediate:
