@@ -52,6 +52,12 @@ def test_malformed_values_are_named(name, value):
     assert name in result.stderr
 
 
+def test_a_negative_mail_burst_period_is_refused():
+    result = manage("check", **{**PRODUCTION, "REVIEWFLOW_MAIL_BURST_SECONDS": "-5"})
+    assert result.returncode != 0
+    assert "REVIEWFLOW_MAIL_BURST_SECONDS must be 0 (off) or more" in result.stderr
+
+
 def test_settings_read_database_and_broker_from_environment():
     code = (
         "from django.conf import settings as s;"
