@@ -143,3 +143,47 @@ def test_a_real_worker_writes_the_ledger_export_a_compliance_admin_asked_for(
         assert (problem, count) == (None, export.entries)
         assert count == LedgerEntry.objects.exclude(event="ledger.export_downloaded").count()
         assert succeeded(the_worker, "export_ledger", deadline=deadline)  # not in this process
+
+
+def test_a_burst_is_mailed_by_the_beat_through_a_real_worker(world, tmp_path):
+    """A campaign of three posts: the first review requests go at once through the worker; the
+    rest wait for the beat, whose pass the worker runs, one mail per reviewer."""
+    from .faultkit import beat
+
+    the_beat = beat(  # the project's entry, every second rather than every period
+        service_env(os.environ["CELERY_BROKER_URL"], database_url(connection)),
+        tmp_path / "beat.log",
+        tmp_path / "beat-schedule",
+        interval=1.0,
+        entries=("send-gathered-notifications",),
+    )
+    with real_worker(tmp_path, "reviewflow-burst") as the_worker:
+        posts = [
+            workflow.create_post(
+                world.alice, text=text, account_ids=[world.lyon_sandbox.pk], submit=True
+            )
+            for text in ("Livret A: 3% net.", "PEL: 2%.", "Assurance vie: 2,5%.")
+        ]
+        rows = Notification.objects.filter(post__in=posts)
+        # Written within a period (this process's, 60 s): the first pair immediate, the rest
+        # gathered.
+        assert sorted(rows.filter(gathered=False).values_list("post_id", flat=True)) == [
+            posts[0].pk,
+            posts[0].pk,
+        ]
+        assert rows.filter(gathered=True).count() == 4
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        assert succeeded(the_worker, "send_notifications", deadline=deadline)
+        assert not rows.filter(gathered=True).exclude(sent_at=None).exists()  # no beat yet
+
+        the_beat.start()
+        try:
+            while rows.filter(sent_at=None).exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            the_beat.stop()
+        assert not rows.filter(sent_at=None).exists(), the_beat.log_tail()
+        assert succeeded(the_worker, "send_gathered_notifications", deadline=deadline)
+        # One mail per reviewer for the two gathered review requests (console backend).
+        log = the_worker.log_tail(20000)
+        assert log.count("Subject: ReviewFlow: 2 notifications") == 2, log
