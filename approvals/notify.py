@@ -362,6 +362,11 @@ def _send_per_person(rows, what):
     return sum(_send_together(rows.filter(user_id=user_id), what) for user_id in list(user_ids))
 
 
+# A mail that gathers many rows (a day's digest, a campaign's burst) lists this many, oldest
+# first, and counts the rest: a thousand items is a mail nobody reads.
+LISTED_AT_MOST = 50
+
+
 def _send_together(rows, what):
     """Claim, mail and mark one person's unsent `rows` in one mail, as `send_immediate` does
     (without an email address left, they are marked without mail). A single gathered row is
@@ -379,8 +384,14 @@ def _send_together(rows, what):
             items = "\n\n".join(
                 f"{index}. {row.subject}\n   {_when(row.created_at)}\n"
                 + "\n".join(f"   {line}" if line else "" for line in row.body.strip().splitlines())
-                for index, row in enumerate(rows, start=1)
+                for index, row in enumerate(rows[:LISTED_AT_MOST], start=1)
             )
+            if len(rows) > LISTED_AT_MOST:
+                home = settings.REVIEWFLOW["BASE_URL"].rstrip("/") + reverse("home")
+                items += (
+                    f"\n\n… and {len(rows) - LISTED_AT_MOST} more, not listed here: "
+                    f"they are all in ReviewFlow, {home}"
+                )
             if what == "digest":
                 plural = "s" if len(rows) > 1 else ""
                 subject = f"ReviewFlow digest: {len(rows)} notification{plural}"

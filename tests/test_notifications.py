@@ -361,6 +361,22 @@ def test_a_failed_burst_mail_is_sent_by_the_next_period(world, mailoutbox, monke
     assert not Notification.objects.filter(sent_at=None).exists()
 
 
+def test_a_long_burst_mail_lists_the_oldest_and_counts_the_rest(world, mailoutbox, monkeypatch):
+    monkeypatch.setattr(notify, "LISTED_AT_MOST", 2)
+    for minutes, subject in enumerate(["Oldest", "Second", "Third", "Newest"]):
+        written(world.sam, subject, minutes_ago=4 - minutes, gathered=True)
+    assert notify.send_gathered() == 1
+    [mail] = mailoutbox
+    assert mail.subject == "ReviewFlow: 4 notifications"
+    assert "1. Oldest" in mail.body and "2. Second" in mail.body
+    assert "Third" not in mail.body and "Newest" not in mail.body
+    assert (
+        "… and 2 more, not listed here: they are all in ReviewFlow, http://127.0.0.1:8000/"
+        in mail.body
+    )
+    assert not Notification.objects.filter(sent_at=None).exists()  # all four are told
+
+
 # --- Preferences page -----------------------------------------------------------------------------
 
 
