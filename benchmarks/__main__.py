@@ -3,13 +3,15 @@ reviewer queue on the same database, recreated, then the
 policy checks: the lexicon matcher in memory, the whole check on the same database, then the
 release of 1,000 posts through one worker to a local receiver, on the same database; last, the
 ledger: a chain of 1,000,000 entries verified, then appends from 8 processes, in its own
-database)."""
+database). Before the first and after the last, how fast the machine is (`machine`)."""
 
-from . import cycle, ledger, policy, queue, release
+from . import cycle, ledger, machine, policy, queue, release
 
 if __name__ == "__main__":
+    machine.main()
     cycle.main()
     queue.main()
     policy.main()
     release.main(recreate=False)
     ledger.main()
+    machine.main("machine_loop_end_s")
