@@ -358,7 +358,9 @@ def send_gathered():
 
 
 def _send_per_person(rows, what):
-    user_ids = rows.filter(sent_at__isnull=True).values_list("user_id", flat=True).distinct()
+    # order_by(): the model's ordering would put created_at in the DISTINCT, one id per row.
+    unsent = rows.filter(sent_at__isnull=True).order_by()
+    user_ids = unsent.values_list("user_id", flat=True).distinct()
     return sum(_send_together(rows.filter(user_id=user_id), what) for user_id in list(user_ids))
 
 

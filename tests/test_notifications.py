@@ -361,6 +361,19 @@ def test_a_failed_burst_mail_is_sent_by_the_next_period(world, mailoutbox, monke
     assert not Notification.objects.filter(sent_at=None).exists()
 
 
+@pytest.mark.parametrize("kind", ["gathered", "digest"])
+def test_a_persons_many_rows_cost_three_statements_whatever_their_number(world, mailoutbox, kind):
+    for person in (world.rita, world.sam):
+        for n in range(5):
+            written(person, f"Item {n}", **{kind: True})
+    send = notify.send_gathered if kind == "gathered" else notify.send_digests
+    with CaptureQueriesContext(connection) as queries:
+        assert send() == 2
+    # Who has rows; then, per person, the claim that reads them and the mark.
+    assert len(queries) == 1 + 2 * 2, [q["sql"][:80] for q in queries.captured_queries]
+    assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
+
+
 def test_a_long_burst_mail_lists_the_oldest_and_counts_the_rest(world, mailoutbox, monkeypatch):
     monkeypatch.setattr(notify, "LISTED_AT_MOST", 2)
     for minutes, subject in enumerate(["Oldest", "Second", "Third", "Newest"]):
