@@ -411,7 +411,8 @@ def parse_anchor(text):
 
 
 def verify_chain(batch_size=5000, anchors=None):
-    """Walk the chain; return (the first broken link or None, how many entries verified sound).
+    """Walk the chain; return (the first broken link or None, how many entries verified sound,
+    the last sound entry's hash or None): that hash is the anchor a sound run prints.
 
     Streams (see _chain_rows), so memory stays flat whatever the length of the chain. One query,
     so one snapshot: entries appended meanwhile are not seen (nor counted).
@@ -423,25 +424,28 @@ def verify_chain(batch_size=5000, anchors=None):
     """
     anchors = anchors or {}
     prev_hash, expected_seq = GENESIS_HASH, 1
+
+    def result(broken):  # what was walked before `broken`; built once, not per entry
+        return broken, expected_seq - 1, prev_hash if expected_seq > 1 else None
+
     with _chain_rows(LedgerEntry.objects.order_by("seq"), batch_size) as rows:
         for seq, linked_to, stored, created_at, actor_id, actor, event, post_id, payload in rows:
-            sound = expected_seq - 1
             if seq != expected_seq:
-                return Break(expected_seq, f"missing (next entry found is #{seq})"), sound
+                return result(Break(expected_seq, f"missing (next entry found is #{seq})"))
             if linked_to != prev_hash:
-                return Break(seq, "prev_hash does not match the previous entry's hash"), sound
+                return result(Break(seq, "prev_hash does not match the previous entry's hash"))
             computed = entry_hash(
                 prev_hash, seq, created_at, actor_id, actor, event, post_id, payload
             )
             if computed != stored:
-                return Break(seq, "content does not match its hash (altered)"), sound
+                return result(Break(seq, "content does not match its hash (altered)"))
             if seq in anchors and anchors[seq] != stored:
-                return Break(seq, "its hash is not its anchor's: the chain was rewritten"), sound
+                return result(Break(seq, "its hash is not its anchor's: the chain was rewritten"))
             prev_hash, expected_seq = stored, expected_seq + 1
     if beyond := [seq for seq in anchors if seq >= expected_seq]:
         reason = "missing: its anchor shows it existed (the chain was rewritten shorter)"
-        return Break(min(beyond), reason), expected_seq - 1
-    return None, expected_seq - 1
+        return result(Break(min(beyond), reason))
+    return result(None)
 
 
 def verify(batch_size=5000):

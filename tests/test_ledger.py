@@ -425,7 +425,7 @@ def test_a_break_found_mid_stream_leaves_the_connection_usable(world):
             ledger.append("test.event", actor=world.carla, n=n)
     entries = list(LedgerEntry.objects.order_by("seq"))
     _tamper("UPDATE approvals_ledgerentry SET actor = 'mallory' WHERE seq = %s", [entries[2].seq])
-    broken, sound = ledger.verify_chain(batch_size=2)
+    broken, sound, _ = ledger.verify_chain(batch_size=2)
     assert (broken.seq, sound) == (entries[2].seq, 2)
     assert LedgerEntry.objects.count() == 12
     with transaction.atomic():
@@ -493,8 +493,9 @@ def test_an_anchor_catches_a_chain_rewritten_shorter(chain, capsys):
     finally:
         ledger.set_append_only(connection, True)
     assert ledger.verify() is None
-    broken, sound = ledger.verify_chain(anchors=dict([ledger.parse_anchor(anchor)]))
+    broken, sound, head = ledger.verify_chain(anchors=dict([ledger.parse_anchor(anchor)]))
     assert (broken.seq, sound) == (chain[-1].seq, 3)
+    assert head == chain[2].hash  # the last entry verified sound
     assert "missing: its anchor shows it existed" in broken.reason
 
 

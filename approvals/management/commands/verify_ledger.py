@@ -3,7 +3,6 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from approvals import ledger
-from approvals.models import LedgerEntry
 
 
 class Command(BaseCommand):
@@ -51,14 +50,14 @@ class Command(BaseCommand):
         held = self.read_anchors(anchor, anchors)
         # The count is of the entries walked, in verify's own snapshot: entries appended while
         # a long chain is verified are neither verified nor counted.
-        broken, count = ledger.verify_chain(batch_size=batch_size, anchors=held)
+        broken, count, head_hash = ledger.verify_chain(batch_size=batch_size, anchors=held)
         if broken is not None:
             raise CommandError(f"Ledger broken at {broken}", returncode=1)
         held_note = f", {len(held)} anchor{'s' * (len(held) != 1)} held" if held else ""
         self.stdout.write(self.style.SUCCESS(f"Ledger sound: {count} entries verified{held_note}."))
         if not count:
             return
-        head = f"{count}:{LedgerEntry.objects.get(seq=count).hash}"
+        head = f"{count}:{head_hash}"  # the hash just verified, not read again
         self.stdout.write(f"Head: {head}")
         if keep_anchor:
             try:
@@ -80,7 +79,9 @@ class Command(BaseCommand):
                         if line.strip() and not line.lstrip().startswith("#")
                     ]
             except (OSError, UnicodeDecodeError) as error:
-                reason = "not UTF-8 text" if isinstance(error, ValueError) else error.strerror
+                reason = (
+                    "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error.strerror
+                )
                 raise CommandError(f"Cannot read {path}: {reason}.") from None
         held = {}
         for where, text in texts:
