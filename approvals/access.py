@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -20,6 +21,17 @@ from .models import (
 )
 from .models.policy import Severity
 from .models.posts import State, with_review_grant
+
+
+class UserWithTeamBackend(ModelBackend):
+    """Django's own backend, but the request's user comes with their membership and its team in
+    the same query: nearly every page asks whether the user is an advisor, and composing reads
+    the team. For a reviewer or an admin the join finds no membership and that is cached too."""
+
+    def get_user(self, user_id):
+        users = get_user_model()._default_manager.select_related("membership__team")
+        user = users.filter(pk=user_id).first()
+        return user if user is not None and self.user_can_authenticate(user) else None
 
 
 def user_groups(user):

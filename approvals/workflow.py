@@ -267,7 +267,9 @@ def create_post(
     if membership is None:
         raise NotAllowed("Only advisors who belong to a team can draft posts.")
     content = _validate_content(author, text, link, account_ids, tag_ids, image)
-    post = Post.objects.create(team_id=membership.team_id, author=author, publish_at=publish_at)
+    # The team is read along with the request's user (access.UserWithTeamBackend); the route
+    # reads its name.
+    post = Post.objects.create(team=membership.team, author=author, publish_at=publish_at)
     post.current_revision = _new_revision(post, author, content)
     if not submit:  # else the submit's move saves the post, this pointer with it
         post.save(update_fields=["current_revision"])

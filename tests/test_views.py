@@ -36,6 +36,24 @@ def test_bad_credentials_get_a_clear_error(client, world):
     assert response.status_code == 302
 
 
+def test_a_request_reads_its_user_with_their_team_in_one_statement(
+    client, world, django_assert_num_queries
+):
+    """Every page asks whether the user is an advisor and composing reads their team: both come
+    with the user (access.UserWithTeamBackend), for a reviewer too (no membership, no query)."""
+    for person, team in ((world.alice, world.lyon), (world.rita, None)):
+        client.force_login(person)
+        user = client.get(reverse("home")).wsgi_request.user
+        with django_assert_num_queries(0):
+            membership = getattr(user, "membership", None)
+            assert (membership and membership.team) == team
+    world.alice.is_active = False
+    world.alice.save()
+    client.force_login(world.alice)  # as if her session had been opened before she was disabled
+    response = client.get(reverse("home"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
 def test_home_lists_the_advisors_posts_by_state(client, world, draft, in_review):
     other = workflow.create_post(
         world.alice, text="Second draft", account_ids=[world.lyon_sandbox.pk]
