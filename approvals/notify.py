@@ -68,8 +68,8 @@ def _notify(kind, post, users, subject, body):
     """Write one row per recipient with an email address; mail the immediate ones on commit,
     except those gathered in a burst (see the module's docstring).
 
-    `users`: a queryset; one query reads the recipients with their choice of digest and whether
-    they have a row from the burst's window.
+    `users`: a queryset; it becomes the SELECT of the rows' one INSERT, which reads the
+    recipients with their choice of digest and whether they have a row from the burst's window.
     """
     digest = NotificationPreference.objects.filter(
         user=OuterRef("pk"), mode=NotificationPreference.Mode.DIGEST
@@ -81,25 +81,34 @@ def _notify(kind, post, users, subject, body):
         recipients = recipients.annotate(in_burst=Exists(recent.filter(digest=False)))
     else:
         recipients = recipients.annotate(in_burst=Value(False))
-    rows = Notification.objects.bulk_create(
-        Notification(
-            user_id=user_id,
-            post=post,
-            kind=kind,
-            subject=subject,
-            body=body,
-            digest=digest,
-            gathered=in_burst and not digest,
-        )
-        # Only what the rows take: no user instances, DISTINCT over three columns, not all.
-        for user_id, digest, in_burst in recipients.values_list("pk", "digest", "in_burst")
-        .distinct()
-        .order_by("pk")
-    )
-    immediate = [row.pk for row in rows if not (row.digest or row.gathered)]
+    # Only what the rows take: DISTINCT over three columns, not over every column of the user.
+    recipients = recipients.values_list("pk", "digest", "in_burst").distinct().order_by("pk")
+    immediate = _write(recipients, post, kind, subject, body)
     if immediate:
         transaction.on_commit(lambda: _enqueue(immediate))
-    return rows
+
+
+# Rows from their recipients' query in one statement: each event's mail costs one round trip,
+# not a read of the recipients and then an insert.
+_INSERT = """
+INSERT INTO {table} (user_id, post_id, kind, subject, body, digest, gathered, created_at)
+SELECT pk, %s, %s, %s, %s, digest, in_burst AND NOT digest, %s FROM ({recipients}) AS r
+RETURNING id, digest, gathered
+"""
+
+
+def _write(recipients, post, kind, subject, body):
+    """Insert the rows of `recipients` (pk, digest, in_burst); return the ids to mail now."""
+    try:
+        sql, params = recipients.query.sql_with_params()
+    except EmptyResultSet:  # a filter on an empty list: nobody to tell
+        return []
+    created_at = Notification._meta.get_field("created_at")
+    now = created_at.get_db_prep_value(timezone.now(), connection)
+    insert = _INSERT.format(table=Notification._meta.db_table, recipients=sql)
+    with connection.cursor() as cursor:
+        cursor.execute(insert, (post and post.pk, kind, subject, body, now, *params))
+        return [pk for pk, digest, gathered in cursor.fetchall() if not (digest or gathered)]
 
 
 def _enqueue(notification_ids):
@@ -214,7 +223,7 @@ def reconnect_needed(account_id):
     account = SocialAccount.objects.select_related("team", "owner", "credential").get(pk=account_id)
     credential = getattr(account, "credential", None)
     if credential is None or credential.status != credential.Status.RECONNECT:
-        return []
+        return
     users = get_user_model().objects.filter(is_active=True)
     if account.owner_id:
         publishers = users.filter(pk=account.owner_id)
@@ -232,7 +241,7 @@ def reconnect_needed(account_id):
         "admin:approvals_socialaccount_connect", args=[account.pk]
     )
     handle = f" ({account.handle})" if account.handle else ""
-    return _notify(
+    _notify(
         Notification.Kind.RECONNECT_NEEDED,
         None,
         recipients,
@@ -248,9 +257,9 @@ def approval_expiring(post_id):
     """An approved post will not be released before its approval expires: tell the author."""
     post = Post.objects.select_related("author", "current_revision").get(pk=post_id)
     if post.approval_expires_at is None:  # the approval was voided since
-        return []
+        return
     when = f"its publish time ({_when(post.publish_at)})" if post.publish_at else "it is released"
-    return _notify(
+    _notify(
         Notification.Kind.APPROVAL_EXPIRING,
         post,
         _users(post.author),

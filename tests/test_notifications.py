@@ -122,6 +122,27 @@ def test_digest_user_gets_one_mail_listing_everything_once(
     assert len(mailoutbox) == 1  # nothing new, nothing sent twice
 
 
+def test_an_events_rows_are_one_statement_with_each_persons_choice(
+    world, draft, mailoutbox, django_capture_on_commit_callbacks
+):
+    NotificationPreference.objects.create(user=world.rita, mode="digest")
+    written(world.sam, "Earlier", sent_at=timezone.now())  # sam is in a burst
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        people = notify._users(world.rita, world.sam, world.tom, world.tom)
+        notify._notify("decision", draft, people, "Now", "-")
+        assert len(queries) == 1, queries.captured_queries  # the INSERT … SELECT
+    rows = Notification.objects.filter(subject="Now").select_related("user", "post")
+    assert {(r.user.username, r.post, r.digest, r.gathered) for r in rows} == {
+        ("rita", draft, True, False),
+        ("sam", draft, False, True),
+        ("tom", draft, False, False),
+    }
+    assert [(m.subject, m.to) for m in mailoutbox] == [("Now", ["tom@example.com"])]
+
+
 def test_a_notification_is_mailed_once_and_a_lost_one_is_swept(world, draft, mailoutbox):
     row = Notification.objects.create(
         user=world.sam, post=draft, kind="decision", subject="Hello", body="Body"
