@@ -147,15 +147,22 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'reviewflow.sqlite3'}"),
-        # Kept open between requests and tasks (a worker would otherwise connect for every
-        # task, and lose its prepared statements), checked before reuse.
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
-        conn_health_checks=True,
-    )
-}
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            # Unset or empty: the zero-setup SQLite file.
+            os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'reviewflow.sqlite3'}",
+            # Kept open between requests and tasks (a worker would otherwise connect for every
+            # task, and lose its prepared statements), checked before reuse.
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
+            conn_health_checks=True,
+        )
+    }
+except ValueError as error:  # dj_database_url's unknown scheme or malformed URL
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must be a URL such as postgres://user:password@host:5432/name "
+        f"or sqlite:///path/to/file ({error})"
+    ) from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     if DATABASES["default"]["NAME"] not in ("", ":memory:"):
         Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)

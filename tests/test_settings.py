@@ -52,6 +52,16 @@ def test_malformed_values_are_named(name, value):
     assert name in result.stderr
 
 
+def test_a_database_url_of_no_known_kind_is_refused_and_an_empty_one_is_the_default(tmp_path):
+    result = manage("check", **{**PRODUCTION, "DATABASE_URL": "postgress://db/reviewflow"})
+    assert result.returncode != 0
+    assert "DATABASE_URL must be a URL such as postgres://" in result.stderr
+    assert "Scheme 'postgress://' is unknown" in result.stderr
+    empty = {**PRODUCTION, "DATABASE_URL": "", "REVIEWFLOW_VAR_DIR": str(tmp_path)}
+    result = manage("check", **empty)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_negative_mail_burst_period_is_refused():
     result = manage("check", **{**PRODUCTION, "REVIEWFLOW_MAIL_BURST_SECONDS": "-5"})
     assert result.returncode != 0
