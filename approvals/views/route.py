@@ -1,12 +1,13 @@
 """The review route of a post's current revision, as the post page shows it.
 
 A fixed number of queries whatever the number of steps, decisions and claims: the steps with
-their groups, their decisions with reviewers, their claims with reviewers, and the rules they cite.
+their groups, their decisions with reviewers, their claims with reviewers (only when a step has
+some), and the rules they cite.
 """
 
 from dataclasses import dataclass, field
 
-from django.db.models import Prefetch
+from django.db.models import Exists, OuterRef, Prefetch, prefetch_related_objects
 
 from approvals.models import ApprovalRule, Decision, ReviewStep, StepClaim
 
@@ -61,13 +62,15 @@ def route_view(post, revision, timeline, decisions):
     steps = list(
         ReviewStep.objects.filter(post=post, revision=revision)
         .select_related("group", "escalation_group")
-        .prefetch_related(
-            Prefetch(
-                "claims",
-                queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
-            ),
-        )
+        .annotate(has_claims=Exists(StepClaim.objects.filter(step=OuterRef("pk"))))
         .order_by("stage", "group__name", "pk")
+    )
+    prefetch_related_objects(
+        [step for step in steps if step.has_claims],
+        Prefetch(
+            "claims",
+            queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
+        ),
     )
     by_step = {}
     for decision in decisions:
@@ -101,7 +104,9 @@ def _step_view(step, decisions, rules_by_id, stages):
         step=step,
         approvals=[d for d in decisions if d.outcome == Decision.Outcome.APPROVE],
         other_decisions=[d for d in decisions if d.outcome != Decision.Outcome.APPROVE],
-        live_claims=[claim for claim in step.claims.all() if claim.is_live],
+        live_claims=[claim for claim in step.claims.all() if claim.is_live]
+        if step.has_claims
+        else [],
         rules=[_rule_reason(reason, rules_by_id) for reason in step.reasons],
     )
     earlier = [stage.number for stage in stages if stage.number < step.stage]
