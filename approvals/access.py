@@ -29,9 +29,12 @@ class UserWithTeamBackend(ModelBackend):
     the team. For a reviewer or an admin the join finds no membership and that is cached too."""
 
     def get_user(self, user_id):
-        users = get_user_model()._default_manager.select_related("membership__team")
-        user = users.filter(pk=user_id).first()
-        return user if user is not None and self.user_can_authenticate(user) else None
+        User = get_user_model()
+        try:
+            user = User._default_manager.select_related("membership__team").get(pk=user_id)
+        except User.DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None
 
 
 def user_groups(user):

@@ -107,7 +107,7 @@ def _write(recipients, post, kind, subject, body):
     now = created_at.get_db_prep_value(timezone.now(), connection)
     insert = _INSERT.format(table=Notification._meta.db_table, recipients=sql)
     with connection.cursor() as cursor:
-        cursor.execute(insert, (post and post.pk, kind, subject, body, now, *params))
+        cursor.execute(insert, (post.pk if post else None, kind, subject, body, now, *params))
         return [pk for pk, digest, gathered in cursor.fetchall() if not (digest or gathered)]
 
 
