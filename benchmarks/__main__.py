@@ -14,4 +14,4 @@ if __name__ == "__main__":
     policy.main()
     release.main(recreate=False)
     ledger.main()
-    machine.main("machine_loop_end_s")
+    machine.main(end=True)
