@@ -127,6 +127,9 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
     counts = [int(line.split()[0]) for line in by_phase.group(1).splitlines()]
     assert len(counts) == len(cycle.PHASES)
     assert sum(counts) == int(figures["cycle_queries_per_post"])
+    # The figure, held: a change that adds or saves a statement in the cycle says so here
+    # (and in the README's list of the statements).
+    assert int(figures["cycle_queries_per_post"]) == 34, run.stderr[-4000:]
     # Alone, its two mails are each claimed and marked sent: two statements each.
     assert int(figures["cycle_queries_per_post_alone"]) == sum(counts) + 4
 
