@@ -1,4 +1,5 @@
-"""Who may see which post: written once, used by every view."""
+"""Who may see which post: written once, used by every view; and the request's user, read with
+their team (`UserWithTeamBackend`)."""
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
