@@ -9,8 +9,8 @@ at times), so `make bench` prints, before its first figure and after its last:
   BENCH machine_orm_ms      the milliseconds Django takes to build and compile one query shaped
                             like the workflow's (the best of 3 rounds of 2,000; no database is
                             reached): the client's kind of work in the cycle, which drifts more
-                            than the loop does (on 2026-11-29 the loop said 1.2 times slower than
-                            the day before, the cycle's CPU up to 2 times)
+                            than the loop does (on 2026-11-29 the loop said 1.2 times slower than in
+                            the session before, the cycle's CPU up to 2 times)
   BENCH machine_loop_end_s, machine_orm_end_ms  the same after the benchmarks
 """
 
