@@ -37,7 +37,7 @@ Figures, one line each on stdout (progress goes to stderr):
                                   the worker publishing
 
 On stderr, where the cost goes: one post's statements by phase, and this process's CPU time per
-post by phase (`PHASES`).
+post by phase (`PHASES`); and first, how fast the machine is (`machine.orm_milliseconds`).
 
 A run is a burst: its first mails go at once, the rest are gathered (approvals/notify.py), and
 the beat's pass that mails what was gathered (`notify.send_gathered`) runs inside the run's
@@ -61,6 +61,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import machine
 from .queue import DEFAULT_DATABASE_URL, bench, log, recreate_database
 
 POSTS = int(os.environ.get("BENCH_CYCLE_POSTS", "1000"))
@@ -435,6 +436,8 @@ def main(recreate=True):
     if recreate:
         recreate_database(url)
     setup()
+    # What machine this run had, on stderr: runs of this benchmark alone are compared with it.
+    log(f"machine: {machine.orm_milliseconds(runs=1):.2f} ms to build and compile one query")
     from django.core.management import call_command
     from django.db import connections
 
