@@ -5,7 +5,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, Subquery
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
@@ -41,6 +51,29 @@ class UserWithTeamBackend(ModelBackend):
 def user_groups(user):
     """The user's group ids, as a subquery."""
     return get_user_model().groups.through.objects.filter(user_id=user.pk).values("group_id")
+
+
+def step_has_claims():
+    """Whether the step of the outer row (OuterRef("pk")) has claims, as an annotation named
+    `has_claims`, which `read_claims` and `claims_of` read."""
+    return Exists(StepClaim.objects.filter(step=OuterRef("pk")))
+
+
+def read_claims(steps):
+    """Read the claims of those `steps` that have some (`has_claims`), oldest first, with their
+    reviewer: one query, and none when no step is claimed (most of them)."""
+    prefetch_related_objects(
+        [step for step in steps if step.has_claims],
+        Prefetch(
+            "claims",
+            queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
+        ),
+    )
+
+
+def claims_of(step):
+    """The step's claims, oldest first, as `read_claims` read them."""
+    return list(step.claims.all()) if step.has_claims else []
 
 
 def approvals_on_step():

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
 from . import config, duetime, ledger, media, notify, policy, publishing, routing
-from .access import approvals_on_step, user_groups
+from .access import approvals_on_step, claims_of, read_claims, step_has_claims, user_groups
 from .models import (
     Decision,
     Post,
@@ -551,7 +551,7 @@ def _open_steps_for(post, user):
         .select_related("group", "escalation_group")
         .annotate(
             approval_count=Coalesce(Subquery(approvals_on_step()), 0),
-            has_claims=Exists(StepClaim.objects.filter(step=OuterRef("pk"))),
+            has_claims=step_has_claims(),
             in_my_groups=Q(group_id__in=my_groups)
             | Q(escalated_at__isnull=False, escalation_group_id__in=my_groups),
             decided_by_me=Exists(Decision.objects.filter(step=OuterRef("pk"), reviewer=user.pk)),
@@ -565,14 +565,7 @@ def _open_steps_for(post, user):
         )
         .order_by("stage", "pk")
     )
-    claimed = [step for step in steps if step.has_claims]
-    prefetch_related_objects(
-        claimed,
-        Prefetch(
-            "claims",
-            queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
-        ),
-    )
+    read_claims(steps)
     return steps
 
 
@@ -657,14 +650,9 @@ def _pick_step(post, by, step_id):
     return steps[0], open_steps
 
 
-def _claims(step):
-    """The step's claims, oldest first (prefetched by `_open_steps_for` when it has some)."""
-    return list(step.claims.all()) if step.has_claims else []
-
-
 def _claimed_by_others(step, user):
     """The live claim that leaves no approval free for `user`, or None."""
-    claims = _claims(step)
+    claims = claims_of(step)
     live = [claim for claim in claims if claim.is_live]
     if not live or any(claim.reviewer_id == user.pk for claim in claims):
         return None
@@ -706,7 +694,7 @@ def decide(post_id, by, *, outcome, revision_hash, reason="", step_id=None):
         content_hash=revision.content_hash,
     )
     # The step's claims were read under the post's lock (_open_steps_for): none, none to delete.
-    if any(claim.reviewer_id == by.pk for claim in _claims(step)):
+    if any(claim.reviewer_id == by.pk for claim in claims_of(step)):
         StepClaim.objects.filter(step=step, reviewer=by).delete()
     details = {
         "decision": decision.pk,

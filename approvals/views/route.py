@@ -7,9 +7,8 @@ some), and the rules they cite.
 
 from dataclasses import dataclass, field
 
-from django.db.models import Exists, OuterRef, Prefetch, prefetch_related_objects
-
-from approvals.models import ApprovalRule, Decision, ReviewStep, StepClaim
+from approvals.access import claims_of, read_claims, step_has_claims
+from approvals.models import ApprovalRule, Decision, ReviewStep
 
 ROUTE_EVENTS = ("post.submitted", "post.approval_voided")
 
@@ -62,16 +61,10 @@ def route_view(post, revision, timeline, decisions):
     steps = list(
         ReviewStep.objects.filter(post=post, revision=revision)
         .select_related("group", "escalation_group")
-        .annotate(has_claims=Exists(StepClaim.objects.filter(step=OuterRef("pk"))))
+        .annotate(has_claims=step_has_claims())
         .order_by("stage", "group__name", "pk")
     )
-    prefetch_related_objects(
-        [step for step in steps if step.has_claims],
-        Prefetch(
-            "claims",
-            queryset=StepClaim.objects.select_related("reviewer").order_by("claimed_at", "pk"),
-        ),
-    )
+    read_claims(steps)
     by_step = {}
     for decision in decisions:
         by_step.setdefault(decision.step_id, []).append(decision)
@@ -104,9 +97,7 @@ def _step_view(step, decisions, rules_by_id, stages):
         step=step,
         approvals=[d for d in decisions if d.outcome == Decision.Outcome.APPROVE],
         other_decisions=[d for d in decisions if d.outcome != Decision.Outcome.APPROVE],
-        live_claims=[claim for claim in step.claims.all() if claim.is_live]
-        if step.has_claims
-        else [],
+        live_claims=[claim for claim in claims_of(step) if claim.is_live],
         rules=[_rule_reason(reason, rules_by_id) for reason in step.reasons],
     )
     earlier = [stage.number for stage in stages if stage.number < step.stage]
