@@ -15,14 +15,15 @@ RUN_HOST ?= 127.0.0.1
 RUN_PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench bench-peer clean
 
 help:
 	@echo "make run    migrate, load demo data, start the web server and a Celery worker (Ctrl-C stops)"
 	@echo "make test   run the tests (PYTEST_ARGS='-k ledger -x' to pass options)"
 	@echo "make lint   ruff, and check that no migration is missing"
 	@echo "make bench  run the benchmarks"
-	@echo "make clean  remove var/ and .venv"
+	@echo "make bench-peer  measure the peer, Wagtail 8's one-step group approval (own .venv-peer)"
+	@echo "make clean  remove var/, .venv and .venv-peer"
 
 # The virtualenv itself; the stamp below reinstalls whenever pyproject.toml changes.
 $(BIN)/python:
@@ -78,5 +79,21 @@ bench: $(STAMP)
 	DJANGO_SETTINGS_MODULE="$${DJANGO_SETTINGS_MODULE:-tests.settings}" \
 		$(BIN)/python -m benchmarks
 
+# The nearest open-source peer on this machine: Wagtail 8's one-step group approval (our
+# throughput target is ten times its pages/s). Wagtail goes into its own virtualenv, never into
+# .venv. Its database is DROPPED and recreated at every run, so its name must contain "bench" and
+# "peer"; BENCH_PEER_POSTS=30 BENCH_PEER_RUNS=1 for a quick check.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP):
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q "wagtail==8.0.1" "psycopg[binary]>=3.2" dj-database-url
+	touch $(PEER_STAMP)
+
+bench-peer: $(PEER_STAMP)
+	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/reviewflow_bench_peer}" \
+		$(PEER_VENV)/bin/python -m benchmarks.peer
+
 clean:
-	rm -rf var $(VENV)
+	rm -rf var $(VENV) $(PEER_VENV)

@@ -142,3 +142,27 @@ def _drop_database(url):
     server = {key.lower(): config[key] for key in ("HOST", "PORT", "USER", "PASSWORD")}
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_the_cycles_statements_replayed_alone_publish_every_post():
+    """`python -m benchmarks.floor`: the cycle's statements sent again by psycopg alone, each
+    post with its own ids; it exits 1 unless every replayed post is published and delivered."""
+    url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/reviewflow_bench_pytest_floor")
+    env = {**os.environ, "DATABASE_URL": url.geturl(), "BENCH_FLOOR_POSTS": "5"}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.floor"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        _drop_database(url.geturl())
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "34 statements of one post" in run.stderr
+    figures = dict(re.findall(r"^BENCH (\w+) ([0-9.]+) ", run.stdout, re.MULTILINE))
+    assert set(figures) == {"cycle_sql_only_posts_per_s", "cycle_sql_only_client_cpu_ms_per_post"}
+    assert all(float(value) > 0 for value in figures.values())
