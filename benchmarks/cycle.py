@@ -62,7 +62,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import machine
-from .queue import DEFAULT_DATABASE_URL, bench, log, recreate_database
+from .queue import DEFAULT_DATABASE_URL, PhaseClock, bench, log, recreate_database
 
 POSTS = int(os.environ.get("BENCH_CYCLE_POSTS", "1000"))
 RUNS = int(os.environ.get("BENCH_CYCLE_RUNS", "3"))
@@ -132,18 +132,11 @@ def service_runs(advisor, reviewer, account, label):
     server process, over all runs). Logs this process's CPU time per post by phase."""
     ids, rates = [], []
     client_cpu, db_cpu = time.process_time(), database_cpu()
-    by_phase = dict.fromkeys(PHASES, 0.0)
-
-    def after(phase):
-        nonlocal mark
-        now = time.process_time()
-        by_phase[phase] += now - mark
-        mark = now
-
+    clock = PhaseClock(PHASES)
     for run in range(RUNS):
         started = time.perf_counter()
-        mark = time.process_time()
-        batch = [one_cycle(advisor, reviewer, account, n, after) for n in range(POSTS)]
+        clock.start()
+        batch = [one_cycle(advisor, reviewer, account, n, clock) for n in range(POSTS)]
         wait_published(batch)
         mail_gathered()
         rate = POSTS / (time.perf_counter() - started)
@@ -152,9 +145,7 @@ def service_runs(advisor, reviewer, account, label):
         log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
     client_ms = (time.process_time() - client_cpu) * 1000 / len(ids)
     db_ms = (database_cpu() - db_cpu) * 1000 / len(ids) if db_cpu is not None else None
-    log(f"  {label}, this process's CPU time per post:")
-    for phase, seconds in by_phase.items():
-        log(f"    {seconds * 1000 / len(ids):5.1f} ms  {phase}")
+    clock.log(f"  {label}, this process's CPU time per post:", len(ids))
     return ids, statistics.median(rates), client_ms, db_ms
 
 

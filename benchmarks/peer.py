@@ -57,7 +57,7 @@ import sys
 import time
 
 from .machine import loop_seconds
-from .queue import bench, log, recreate_database
+from .queue import PhaseClock, bench, log, recreate_database
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/reviewflow_bench_peer"
 POSTS = int(os.environ.get("BENCH_PEER_POSTS", "300"))
@@ -250,18 +250,11 @@ def main():
     log(f"  {queries:4d} statements  in all")
 
     rates, cycles, cpu = [], [], 0.0
-    by_phase = dict.fromkeys(PHASES, 0.0)
-
-    def after(phase):
-        nonlocal mark
-        now = time.process_time()
-        by_phase[phase] += now - mark
-        mark = now
-
+    clock = PhaseClock(PHASES)
     for run in range(RUNS):
-        started, mark = time.perf_counter(), time.process_time()
-        run_cpu = mark
-        batch = [one_cycle(editor, moderator, home_id, next(numbers), after) for _ in range(POSTS)]
+        started, run_cpu = time.perf_counter(), time.process_time()
+        clock.start()
+        batch = [one_cycle(editor, moderator, home_id, next(numbers), clock) for _ in range(POSTS)]
         rate = POSTS / (time.perf_counter() - started)
         cpu += time.process_time() - run_cpu
         checked(batch, f"run {run + 1}")
@@ -269,9 +262,7 @@ def main():
         rates.append(rate)
         log(f"  run {run + 1}: {POSTS} pages at {rate:.1f} pages/s")
     cpu_ms = cpu * 1000 / len(cycles)
-    log("this process's CPU time per page:")
-    for phase, seconds in by_phase.items():
-        log(f"  {seconds * 1000 / len(cycles):6.1f} ms  {phase}")
+    clock.log("this process's CPU time per page:", len(cycles))
 
     bench("peer_wagtail_pages_per_s", f"{statistics.median(rates):.1f}", "pages/s")
     bench("peer_wagtail_queries_per_page", queries, "queries")

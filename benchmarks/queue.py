@@ -73,6 +73,29 @@ def bench(name, value, unit):
     print(f"BENCH {name} {value} {unit}", flush=True)
 
 
+class PhaseClock:
+    """This process's CPU time by phase of a cycle: `start()` as a cycle begins, then call the
+    clock with each phase's name as that phase ends (the cycles' `after`)."""
+
+    def __init__(self, phases):
+        self.seconds = dict.fromkeys(phases, 0.0)
+        self.start()
+
+    def start(self):
+        self.mark = time.process_time()
+
+    def __call__(self, phase):
+        now = time.process_time()
+        self.seconds[phase] += now - self.mark
+        self.mark = now
+
+    def log(self, heading, count):
+        """Log the CPU time per cycle of each phase, over `count` cycles."""
+        log(heading)
+        for phase, seconds in self.seconds.items():
+            log(f"    {seconds * 1000 / count:5.1f} ms  {phase}")
+
+
 # --- the database ---------------------------------------------------------------------------------
 
 

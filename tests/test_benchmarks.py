@@ -2,7 +2,8 @@
 
 Its check is asked about runs made by its own cycle, sound and then broken the ways a fast but
 wrong engine would break them; and the benchmark itself runs once, small, on PostgreSQL with a
-real worker on Redis, as `make bench` runs it.
+real worker on Redis, as `make bench` runs it, then the replay of its statements without Django
+(benchmarks/floor.py), which checks that every replayed post was published.
 """
 
 import os
@@ -87,30 +88,16 @@ def test_a_tampered_ledger_is_reported(bench_run):
 @pytest.mark.redis
 def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
     """A small run of `python -m benchmarks.cycle`, in its own database, its worker on Redis."""
-    url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/reviewflow_bench_pytest").geturl()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "BENCH_BROKER_URL": os.environ["CELERY_BROKER_URL"],
-        "BENCH_CYCLE_POSTS": "4",
-        "BENCH_CYCLE_RUNS": "1",
-        "BENCH_CYCLE_HTTP_POSTS": "2",
-        "BENCH_CYCLE_CLIENTS": "2",
-        "REVIEWFLOW_VAR_DIR": str(tmp_path),
-    }
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "benchmarks.cycle"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        _drop_database(url)
-
-    assert run.returncode == 0, run.stderr[-4000:]
-    figures = dict(re.findall(r"^BENCH (\w+) ([0-9.]+) ", run.stdout, re.MULTILINE))
+    run, figures = _run_benchmark(
+        "benchmarks.cycle",
+        "reviewflow_bench_pytest",
+        BENCH_BROKER_URL=os.environ["CELERY_BROKER_URL"],
+        BENCH_CYCLE_POSTS="4",
+        BENCH_CYCLE_RUNS="1",
+        BENCH_CYCLE_HTTP_POSTS="2",
+        BENCH_CYCLE_CLIENTS="2",
+        REVIEWFLOW_VAR_DIR=str(tmp_path),
+    )
     assert set(figures) == {
         "cycle_posts_per_s",
         "cycle_queries_per_post",
@@ -134,6 +121,42 @@ def test_the_benchmark_prints_its_figures_after_a_sound_run(tmp_path):
     assert int(figures["cycle_queries_per_post_alone"]) == sum(counts) + 4
 
 
+@pytest.mark.postgres
+def test_the_cycles_statements_replayed_alone_publish_every_post():
+    """`python -m benchmarks.floor`: the cycle's statements sent again by psycopg alone, each
+    post with its own ids; it exits 1 unless every replayed post is published and delivered."""
+    run, figures = _run_benchmark(
+        "benchmarks.floor", "reviewflow_bench_pytest_floor", BENCH_FLOOR_POSTS="5"
+    )
+
+    assert "34 statements of one post" in run.stderr
+    assert set(figures) == {
+        "cycle_sql_only_posts_per_s",
+        "cycle_sql_only_client_cpu_ms_per_post",
+        "orm_least_overhead_ms",
+        "cycle_orm_ceiling_posts_per_s",
+    }
+    assert all(float(value) > 0 for value in figures.values())
+
+
+def _run_benchmark(module, database, **env):
+    """(the finished run, its BENCH figures by name) of `python -m module` on its own database,
+    dropped afterwards; the run must have succeeded."""
+    url = urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{database}").geturl()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", module],
+            env={**os.environ, "DATABASE_URL": url, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        _drop_database(url)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run, dict(re.findall(r"^BENCH (\w+) ([0-9.]+) ", run.stdout, re.MULTILINE))
+
+
 def _drop_database(url):
     import dj_database_url
     import psycopg
@@ -142,32 +165,3 @@ def _drop_database(url):
     server = {key.lower(): config[key] for key in ("HOST", "PORT", "USER", "PASSWORD")}
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-
-
-@pytest.mark.postgres
-def test_the_cycles_statements_replayed_alone_publish_every_post():
-    """`python -m benchmarks.floor`: the cycle's statements sent again by psycopg alone, each
-    post with its own ids; it exits 1 unless every replayed post is published and delivered."""
-    url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/reviewflow_bench_pytest_floor")
-    env = {**os.environ, "DATABASE_URL": url.geturl(), "BENCH_FLOOR_POSTS": "5"}
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "benchmarks.floor"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        _drop_database(url.geturl())
-
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "34 statements of one post" in run.stderr
-    figures = dict(re.findall(r"^BENCH (\w+) ([0-9.]+) ", run.stdout, re.MULTILINE))
-    assert set(figures) == {
-        "cycle_sql_only_posts_per_s",
-        "cycle_sql_only_client_cpu_ms_per_post",
-        "orm_least_overhead_ms",
-        "cycle_orm_ceiling_posts_per_s",
-    }
-    assert all(float(value) > 0 for value in figures.values())
