@@ -423,6 +423,7 @@ def setup():
 
 
 def main(recreate=True):
+    """Run, check and print the figures; return `cycle_posts_per_s`."""
     url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     if recreate:
         recreate_database(url)
@@ -459,6 +460,7 @@ def main(recreate=True):
     bench("cycle_worker_posts_per_s", f"{worker_rate:.1f}", "posts/s")
     bench("cycle_http_posts_per_s", f"{http_rate:.1f}", "posts/s")
     connections.close_all()  # the next benchmark drops and recreates the database
+    return rate
 
 
 if __name__ == "__main__":

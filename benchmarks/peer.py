@@ -3,7 +3,7 @@
 Our throughput target is stated as ten times this peer's pages per second, measured on these
 machines; these machines drift (see machine.py), so the peer is measured here, on the day, by
 `make bench-peer`, or alone: `.venv-peer/bin/python -m benchmarks.peer`. It runs in its own
-virtualenv, `.venv-peer` (Wagtail 8.0.1, psycopg, dj-database-url; the make target creates it),
+virtualenv, `.venv-peer` (Wagtail 8.0.1, psycopg, dj-database-url; the make targets create it),
 never in the project's .venv, and imports nothing of ReviewFlow (no approvals, no reviewflow, no
 settings of ours): Django is configured here with `settings.configure()`, the fewest apps
 Wagtail's core and admin need to migrate and run their workflows, mail to memory.
@@ -52,14 +52,20 @@ BENCH_PEER_MAIL (1).
 
 import itertools
 import os
+import re
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from .machine import loop_seconds
 from .queue import PhaseClock, bench, log, recreate_database
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/reviewflow_bench_peer"
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
 POSTS = int(os.environ.get("BENCH_PEER_POSTS", "300"))
 RUNS = int(os.environ.get("BENCH_PEER_RUNS", "3"))
 WARMUP = int(os.environ.get("BENCH_PEER_WARMUP", "10"))
@@ -220,6 +226,27 @@ def count_queries(editor, moderator, home_id, n):
         log(f"  {count - previous:4d} statements  {phase}")
         previous = count
     return cycle, len(captured)
+
+
+def run_beside(database_url, python=PEER_PYTHON):
+    """From `make bench`, in the project's virtualenv: run this benchmark in the peer's, on the
+    server of `database_url`, pass its figures on, and return its pages/s (None, and a line on
+    stderr, when the peer's virtualenv is missing: `make bench-peer` creates it)."""
+    if not Path(python).exists():
+        log(f"peer: {python} is missing; `make bench-peer` creates it")
+        return None
+    url = urlsplit(database_url)._replace(path=urlsplit(DEFAULT_DATABASE_URL).path).geturl()
+    env = {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
+    run = subprocess.run(
+        [python, "-m", "benchmarks.peer"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": url},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    print(run.stdout, end="", flush=True)
+    return float(re.search(r"^BENCH peer_wagtail_pages_per_s ([0-9.]+)", run.stdout, re.M)[1])
 
 
 def main():
