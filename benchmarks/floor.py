@@ -46,15 +46,13 @@ ID_RANGE = 10**7
 def capture():
     """(the statements of one post's cycle, as (sql, params), BEGIN and COMMIT included; the ids
     its inserts made, by table, in order)."""
-    from django.contrib.auth.models import User
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from .cycle import make_world, one_cycle
 
     advisor, reviewer, account = make_world()
-    advisor = User.objects.select_related("membership__team").get(pk=advisor.pk)  # as a request
-    for n in range(10):  # warm, and make the captured post one of a burst
+    for n in range(10):  # warm (the advisor's team is read once), and start a burst
         one_cycle(advisor, reviewer, account, n)
     with connection.cursor() as cursor:
         cursor.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
