@@ -29,6 +29,7 @@ from django.utils.text import Truncator
 
 from .access import team_reviewers
 from .models import Notification, NotificationPreference, Post, ReviewStep
+from .prepared import prepared
 
 # A row still unsent this long after it was written lost its task (broker down): sweep it.
 STALLED_AFTER = timezone.timedelta(minutes=2)
@@ -50,39 +51,64 @@ def _excerpt(post):
     return Truncator(post.current_revision.text).chars(200)
 
 
-def _reviewers(post, groups):
-    """Active members of these groups granted review on the post's team, never its author."""
-    return (
-        team_reviewers(post.team_id)
-        .filter(groups__in=[g for g in groups if g], is_active=True)
-        .exclude(pk=post.author_id)
-    )
+@prepared
+def _recipients(burst, *, user_ids, group_ids, team_id, author_id, since):
+    """Who is told of an event on a post, as the rows take them (see `_rows`): the users
+    `user_ids`, and the active members of the groups `group_ids` who are granted review on the
+    post's team, never its author."""
+    User = get_user_model()
+    people = User.objects.filter(pk__in=user_ids) if user_ids else User.objects.none()
+    if group_ids:
+        reviewers = team_reviewers(team_id).filter(groups__in=group_ids, is_active=True)
+        people = people | reviewers.exclude(pk=author_id)
+    return _rows(people, since if burst else None)
 
 
-def _users(*users):
-    """These users as a queryset, which `_notify` takes."""
-    return get_user_model().objects.filter(pk__in=[user.pk for user in users])
-
-
-def _notify(kind, post, users, subject, body):
-    """Write one row per recipient with an email address; mail the immediate ones on commit,
-    except those gathered in a burst (see the module's docstring).
-
-    `users`: a queryset; it becomes the SELECT of the rows' one INSERT, which reads the
-    recipients with their choice of digest and whether they have a row from the burst's window.
-    """
+def _rows(users, since):
+    """`users` (a queryset) as the rows take them: (pk, digest, in_burst), those with an email
+    address, with their choice of digest and, given `since`, whether they have a row from then
+    on (the burst's window; see the module's docstring)."""
     digest = NotificationPreference.objects.filter(
         user=OuterRef("pk"), mode=NotificationPreference.Mode.DIGEST
     )
     recipients = users.exclude(email="").annotate(digest=Exists(digest))
-    if window := settings.REVIEWFLOW["MAIL_BURST_SECONDS"]:
-        since = timezone.now() - timezone.timedelta(seconds=window)
+    if since is not None:
         recent = Notification.objects.filter(user=OuterRef("pk"), created_at__gte=since)
         recipients = recipients.annotate(in_burst=Exists(recent.filter(digest=False)))
     else:
         recipients = recipients.annotate(in_burst=Value(False))
     # Only what the rows take: DISTINCT over three columns, not over every column of the user.
-    recipients = recipients.values_list("pk", "digest", "in_burst").distinct().order_by("pk")
+    return recipients.values_list("pk", "digest", "in_burst").distinct().order_by("pk")
+
+
+def _burst_since():
+    """The start of the burst's window, or None when mail is not gathered."""
+    if window := settings.REVIEWFLOW["MAIL_BURST_SECONDS"]:
+        return timezone.now() - timezone.timedelta(seconds=window)
+    return None
+
+
+def _notify(kind, post, subject, body, *, users=(), groups=()):
+    """Tell `users` and the reviewers of `groups` (see `_recipients`) of an event on `post`."""
+    since = _burst_since()
+    recipients = _recipients(
+        since is not None,
+        user_ids=tuple(user.pk for user in users),
+        group_ids=tuple(group.pk for group in groups if group),
+        team_id=post.team_id,
+        author_id=post.author_id,
+        since=since or timezone.now(),
+    )
+    _send(kind, post, recipients, subject, body)
+
+
+def _send(kind, post, recipients, subject, body):
+    """Write one row per recipient with an email address; mail the immediate ones on commit,
+    except those gathered in a burst (see the module's docstring).
+
+    `recipients`: their query, as `_rows` reads them; it becomes the SELECT of the rows' one
+    INSERT.
+    """
     immediate = _write(recipients, post, kind, subject, body)
     if immediate:
         transaction.on_commit(lambda: _enqueue(immediate))
@@ -98,9 +124,10 @@ RETURNING id, digest, gathered
 
 
 def _write(recipients, post, kind, subject, body):
-    """Insert the rows of `recipients` (pk, digest, in_burst); return the ids to mail now."""
+    """Insert the rows of `recipients` (a prepared query, or a queryset's `query`, reading pk,
+    digest, in_burst); return the ids to mail now."""
     try:
-        sql, params = recipients.query.sql_with_params()
+        sql, params = recipients.sql_with_params()
     except EmptyResultSet:  # a filter on an empty list: nobody to tell
         return []
     created_at = Notification._meta.get_field("created_at")
@@ -128,13 +155,13 @@ def steps_opened(post, steps):
         _notify(
             Notification.Kind.REVIEW_REQUESTED,
             post,
-            _reviewers(post, [step.group]),
             f"Post #{post.pk} waits for your review ({step.group.name}, due {due})",
             f"Post #{post.pk} by {post.author.get_username()} waits for a review by "
             f"{step.group.name} ({step.quorum} approval(s) needed), due {due}.\n"
             f"Why: {step.why or 'the route of this post'}.\n\n"
             f"{_excerpt(post)}\n\n"
             f"Review it: {post_url(post)}\n",
+            groups=[step.group],
         )
 
 
@@ -145,13 +172,13 @@ def decision_made(post, decision):
     _notify(
         Notification.Kind.DECISION,
         post,
-        _users(post.author),
         f"Post #{post.pk}: {decision.get_outcome_display().lower()} by {reviewer}",
         f"{decision.get_outcome_display()} by {reviewer} ({decision.step.group.name}) "
         f"on revision {decision.revision.number} of post #{post.pk}.\n"
         f"{reason}"
         f"The post is now {post.get_state_display().lower()}.\n\n"
         f"See it: {post_url(post)}\n",
+        users=[post.author],
     )
 
 
@@ -171,12 +198,12 @@ def step_escalated(step_id):
     _notify(
         Notification.Kind.ESCALATION,
         post,
-        _reviewers(post, [step.group, step.escalation_group]),
         f"Overdue: post #{post.pk} waits for {step.group.name} since {_when(step.due_at)}",
         f"The review of post #{post.pk} by {step.group.name} was due {_when(step.due_at)}.\n"
         f"{added}\n"
         f"{_excerpt(post)}\n\n"
         f"Review it: {post_url(post)}\n",
+        groups=[step.group, step.escalation_group],
     )
 
 
@@ -199,13 +226,14 @@ def publish_at_risk(post_id, estimated_finish=None):
     _notify(
         Notification.Kind.PUBLISH_AT_RISK,
         post,
-        _users(post.author) | _reviewers(post, groups),
         f"Post #{post.pk} may miss its publish time ({_when(post.publish_at)})",
         f"Post #{post.pk} is to be published {_when(post.publish_at)}, but its review is "
         f"still open ({', '.join(step.group.name for step in active) or 'no active step'}).\n"
         f"{finish}"
         "Reviewers: decide soon. Author: move the publish time if it can wait.\n\n"
         f"See it: {post_url(post)}\n",
+        users=[post.author],
+        groups=groups,
     )
 
 
@@ -241,10 +269,10 @@ def reconnect_needed(account_id):
         "admin:approvals_socialaccount_connect", args=[account.pk]
     )
     handle = f" ({account.handle})" if account.handle else ""
-    _notify(
+    _send(
         Notification.Kind.RECONNECT_NEEDED,
         None,
-        recipients,
+        _rows(recipients, _burst_since()).query,
         f"Reconnect needed: {account.name} on {account.network}",
         f"{account.name}{handle}, a {account.network} account of {account.team.name}, cannot "
         f"publish until it is reconnected: {credential.status_detail or 'the token was refused'}\n"
@@ -262,13 +290,13 @@ def approval_expiring(post_id):
     _notify(
         Notification.Kind.APPROVAL_EXPIRING,
         post,
-        _users(post.author),
         f"Post #{post.pk}: the approval expires {_when(post.approval_expires_at)}",
         f"The approval of post #{post.pk} expires {_when(post.approval_expires_at)}, before "
         f"{when}. An expired post is not published: it must be reviewed again.\n"
         "Move the publish time earlier if it can go out sooner.\n\n"
         f"{_excerpt(post)}\n\n"
         f"See it: {post_url(post)}\n",
+        users=[post.author],
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import wraps
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import (
     Count,
@@ -42,10 +43,12 @@ from .models.posts import (
     EDITABLE_STATES,
     State,
     content_hash,
+    knows_review_grant,
     may_decide,
     may_retry,
-    with_review_grant,
+    review_grant,
 )
+from .prepared import prepared
 from .text import clean_text
 
 
@@ -84,16 +87,33 @@ def _transaction(action):
 _RELATED = ("current_revision", "approved_revision", "team", "author")
 
 
+@prepared
+def _locked(related, reviewer_is_superuser, *, post_id, reviewer_id=None):
+    """The post, its row locked, `related` read along and, with a reviewer, their grant."""
+    posts = Post.objects.select_for_update(of=("self",)).select_related(*related)
+    if reviewer_id is not None:
+        # The grant reads only these two of the reviewer.
+        reviewer = get_user_model()(pk=reviewer_id, is_superuser=reviewer_is_superuser)
+        posts = posts.annotate(review_granted=review_grant(reviewer))
+    return posts.filter(pk=post_id)
+
+
 def _lock(post_id, related=_RELATED, reviewer=None):
     """The post, its row locked until commit, with `related` read along (what most moves read)
     and, given a `reviewer`, whether they are granted review on its team (see may_decide)."""
-    posts = Post.objects.select_for_update(of=("self",)).select_related(*related)
-    if reviewer is not None:
-        posts = with_review_grant(posts, reviewer)
+    if reviewer is None:
+        query = _locked(related, None, post_id=int(post_id))
+    else:
+        query = _locked(
+            related, reviewer.is_superuser, post_id=int(post_id), reviewer_id=reviewer.pk
+        )
     try:
-        return posts.get(pk=post_id)
+        post = query.get()
     except Post.DoesNotExist:
         raise WorkflowError("This post does not exist.") from None
+    if reviewer is not None:
+        knows_review_grant(post, reviewer, post.review_granted)
+    return post
 
 
 def _move(post, transition_name, user, unmet=None, *, save=True):
@@ -538,14 +558,13 @@ def eligible_steps(post, user):
     return [step for step in _open_steps_for(post, user) if step.is_active and step.in_my_groups]
 
 
-def _open_steps_for(post, user):
-    """The waiting and active steps of the current revision, with what the checks below read
-    about `user`: one query whatever the number of steps, approvals and claims (the claims are
-    read only when a step has some). Read under the post's lock, so they hold for the move."""
-    my_groups = user_groups(user)
-    steps = list(
-        post.steps.filter(
-            revision_id=post.current_revision_id,
+@prepared
+def _open_steps_of(*, post_id, revision_id, user_id):
+    my_groups = user_groups(get_user_model()(pk=user_id))
+    return (
+        ReviewStep.objects.filter(
+            post_id=post_id,
+            revision_id=revision_id,
             state__in=[ReviewStep.State.WAITING, ReviewStep.State.ACTIVE],
         )
         .select_related("group", "escalation_group")
@@ -554,17 +573,30 @@ def _open_steps_for(post, user):
             has_claims=step_has_claims(),
             in_my_groups=Q(group_id__in=my_groups)
             | Q(escalated_at__isnull=False, escalation_group_id__in=my_groups),
-            decided_by_me=Exists(Decision.objects.filter(step=OuterRef("pk"), reviewer=user.pk)),
+            decided_by_me=Exists(Decision.objects.filter(step=OuterRef("pk"), reviewer=user_id)),
             approved_by_me=Exists(
                 Decision.objects.filter(
                     revision_id=OuterRef("revision_id"),
-                    reviewer=user.pk,
+                    reviewer=user_id,
                     outcome=Decision.Outcome.APPROVE,
                 )
             ),
         )
         .order_by("stage", "pk")
     )
+
+
+def _open_steps_for(post, user):
+    """The waiting and active steps of the current revision, with what the checks below read
+    about `user`: one query whatever the number of steps, approvals and claims (the claims are
+    read only when a step has some). Read under the post's lock, so they hold for the move."""
+    if post.current_revision_id is None:
+        return []
+    steps = _open_steps_of(
+        post_id=post.pk, revision_id=post.current_revision_id, user_id=user.pk
+    ).all()
+    for step in steps:
+        step.post = post  # the locked instance, as post.steps would give it
     read_claims(steps)
     return steps
 

@@ -131,8 +131,8 @@ def test_an_events_rows_are_one_statement_with_each_persons_choice(
         django_capture_on_commit_callbacks(execute=True),
         CaptureQueriesContext(connection) as queries,
     ):
-        people = notify._users(world.rita, world.sam, world.tom, world.tom)
-        notify._notify("decision", draft, people, "Now", "-")
+        people = [world.rita, world.sam, world.tom, world.tom]
+        notify._notify("decision", draft, "Now", "-", users=people)
         assert len(queries) == 1, queries.captured_queries  # the INSERT … SELECT
     rows = Notification.objects.filter(subject="Now").select_related("user", "post")
     assert {(r.user.username, r.post, r.digest, r.gathered) for r in rows} == {

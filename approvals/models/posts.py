@@ -61,13 +61,22 @@ def may_decide(post, user):
     return post.__dict__[answer]
 
 
+def review_grant(user):
+    """may_decide's grant question for `user`, as an expression over a post's row."""
+    from ..access import reviewable_teams
+
+    return models.Exists(reviewable_teams(user).filter(pk=models.OuterRef("team_id")))
+
+
 def with_review_grant(posts, user):
     """`posts` (a queryset) reading, with each post, may_decide's grant question for `user`:
     asked in the query that reads the post rather than in one more."""
-    from ..access import reviewable_teams
+    return posts.annotate(**{_grant_attribute(user): review_grant(user)})
 
-    granted = reviewable_teams(user).filter(pk=models.OuterRef("team_id"))
-    return posts.annotate(**{_grant_attribute(user): models.Exists(granted)})
+
+def knows_review_grant(post, user, granted):
+    """Keep the answer to may_decide's grant question for `user`, read along with `post`."""
+    post.__dict__[_grant_attribute(user)] = granted
 
 
 def _grant_attribute(user):
