@@ -22,7 +22,7 @@ from functools import update_wrapper
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models.query import ModelIterable
+from django.db.models.query import ModelIterable, ValuesListIterable
 from django.db.transaction import TransactionManagementError
 
 # Stand-in integers: positive and small, so that no field's range check (a positive or a small
@@ -69,6 +69,8 @@ class Prepared:
         queryset = self.build(*shape, **stand_ins)
         if queryset._prefetch_related_lookups:
             raise ImproperlyConfigured("A prepared query does not prefetch: prefetch after it.")
+        if queryset._iterable_class not in (ModelIterable, ValuesListIterable):
+            raise ImproperlyConfigured("A prepared query reads instances or values_list() rows.")
         connection = connections[using]
         compiler = queryset.query.get_compiler(using=using)
         try:
@@ -145,7 +147,7 @@ class _Compiled:
 
 
 class _Run:
-    """What Django's ModelIterable reads of a queryset, with the compiler given."""
+    """What Django's iterables read of a queryset, with the compiler given."""
 
     _known_related_objects = {}
 
@@ -157,7 +159,8 @@ class _Run:
 
 
 class Bound:
-    """A prepared query with its values: `get()`, `all()`, or its `sql_with_params()`."""
+    """A prepared query with its values: `get()`, `all()` (instances, or the rows of a
+    `values_list()`), or its `sql_with_params()`."""
 
     def __init__(self, prepared_query, shape, values, using=DEFAULT_DB_ALIAS):
         self.prepared, self.shape, self.values, self.using = prepared_query, shape, values, using
@@ -188,7 +191,8 @@ class Bound:
         compiler.connection = connection  # this thread's
         sql, params = compiled.sql, compiled.params(self.values)
         compiler.as_sql = lambda *args, **kwargs: (sql, params)
-        return list(ModelIterable(_Run(compiled.queryset.model, self.using, compiler)))
+        queryset = compiled.queryset
+        return list(queryset._iterable_class(_Run(queryset.model, self.using, compiler)))
 
     def get(self):
         rows = self.all()

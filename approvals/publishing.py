@@ -28,8 +28,9 @@ from django.utils import timezone
 
 from . import health, ledger, ratelimit
 from .connectors import DeliveryError, ReleasedContent, get_connector
-from .models import AccountCredential, DeliveryAttempt, Post, Publication
+from .models import AccountCredential, DeliveryAttempt, Post, Publication, SocialAccount
 from .models.posts import State
+from .prepared import prepared
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ def _seconds(name):
 # --- The outbox -------------------------------------------------------------------------------
 
 
+@prepared
+def _targets(*, revision_id):
+    """The revision's accounts, each with whether its publication was made already."""
+    made = Publication.objects.filter(revision=revision_id, account=OuterRef("pk"))
+    return SocialAccount.objects.filter(revisions=revision_id).annotate(made=Exists(made))
+
+
 def create_publications(post, now=None):
     """One pending publication per target account of the approved revision (unique in the
     database), due at the publish time. Runs in the approval's transaction, under the post's
@@ -57,8 +65,7 @@ def create_publications(post, now=None):
     due = post.publish_at or now
     # Due now: the release in this same transaction sends their messages on commit.
     enqueued = now if due <= now else None
-    made = Publication.objects.filter(revision=revision, account=OuterRef("pk"))
-    accounts = list(revision.accounts.annotate(made=Exists(made)))
+    accounts = _targets(revision_id=revision.pk).all()
     existing = (
         list(Publication.objects.filter(revision=revision))
         if any(account.made for account in accounts)
@@ -183,15 +190,21 @@ def claim(publication_id, now=None):
     )
 
 
+@prepared
+def _claimed(*, pk):
+    """A publication as its delivery reads it, with its post, revision and account."""
+    return Publication.objects.select_related(
+        "post", "revision", "account", "post__approved_revision"
+    ).filter(pk=pk)
+
+
 def deliver(publication_id, now=None):
     """One delivery attempt of one publication; returns True when this call delivered it."""
     from . import workflow
 
     if not claim(publication_id, now):
         return False
-    publication = Publication.objects.select_related(
-        "post", "revision", "account", "post__approved_revision"
-    ).get(pk=publication_id)
+    publication = _claimed(pk=int(publication_id)).get()
     network = publication.account.network
     try:
         if refusal := gate(publication):

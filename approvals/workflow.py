@@ -165,6 +165,17 @@ class Content:
 KEEP = object()  # edit_post(image=KEEP): the new revision keeps the current image
 
 
+@prepared
+def _usable(*, team_id, user_id, account_ids):
+    """Those of the accounts the author may publish to (SocialAccount.objects.usable_by)."""
+    return SocialAccount.objects.usable_in(team_id, user_id).filter(pk__in=account_ids)
+
+
+@prepared
+def _tags(*, ids):
+    return Tag.objects.filter(pk__in=ids)
+
+
 def _validate_content(author, text, link, account_ids, tag_ids, image=None, current=None):
     text = clean_text(text or "").strip()
     link = (link or "").strip()
@@ -174,12 +185,18 @@ def _validate_content(author, text, link, account_ids, tag_ids, image=None, curr
         errors["text"] = "Write the text of the post."
     elif len(text) > max_length:
         errors["text"] = f"The text is {len(text)} characters long; the maximum is {max_length}."
-    accounts = list(SocialAccount.objects.usable_by(author).filter(pk__in=account_ids))
+    account_ids, tag_ids = tuple(map(int, account_ids)), tuple(map(int, tag_ids))
+    team_id = getattr(getattr(author, "membership", None), "team_id", None)
+    accounts = (
+        _usable(team_id=team_id, user_id=author.pk, account_ids=account_ids).all()
+        if team_id is not None
+        else []
+    )
     if not account_ids:
         errors["accounts"] = "Choose at least one account to publish to."
     elif len(accounts) != len(set(account_ids)):
         errors["accounts"] = "One of the chosen accounts is not one you may publish to."
-    tags = list(Tag.objects.filter(pk__in=tag_ids))
+    tags = _tags(ids=tag_ids).all()
     if len(tags) != len(set(tag_ids)):
         errors["tags"] = "One of the chosen tags does not exist."
     image_name, image_sha256 = None, ""
@@ -906,6 +923,17 @@ _SETTLE_TRANSITIONS = {
 }
 
 
+@prepared
+def _publication_counts(*, post_id):
+    """(state, how many) of the post's publications."""
+    return (
+        Publication.objects.filter(post_id=post_id)
+        .order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+    )
+
+
 @_transaction
 def settle(post_id, record=None):
     """After a delivery: published when all are delivered, partially published when some are
@@ -920,7 +948,7 @@ def settle(post_id, record=None):
         record()
     if post.state != State.PUBLISHING:
         return post
-    counts = dict(post.publications.order_by().values_list("state").annotate(n=Count("pk")))
+    counts = dict(_publication_counts(post_id=post.pk).all())
     outcome = publishing.outcome(counts)
     if outcome is None:
         return post

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from django.db.models import Value
 from django.utils import timezone
 
-from approvals.models.posts import content_hash
+from approvals.models.posts import Revision, content_hash
+from approvals.prepared import prepared
 
 
 class DeliveryError(Exception):
@@ -44,13 +45,8 @@ class ReleasedContent:
 
     @classmethod
     def of(cls, revision):
-        # The accounts and tags as the database holds them now, both in one read.
-        accounts = revision.accounts.through.objects.filter(revision_id=revision.pk)
-        tags = revision.tags.through.objects.filter(revision_id=revision.pk)
         ids = {"account": [], "tag": []}
-        for kind, pk in accounts.values_list(Value("account"), "socialaccount_id").union(
-            tags.values_list(Value("tag"), "tag_id"), all=True
-        ):
+        for kind, pk in _accounts_and_tags(revision_id=revision.pk).all():
             ids[kind].append(pk)
         return cls(
             text=revision.text,
@@ -85,6 +81,16 @@ class ReleasedContent:
         if hashlib.sha256(data).hexdigest() != self.image_sha256:
             raise DeliveryError("the image is not the approved image", permanent=True)
         return data
+
+
+@prepared
+def _accounts_and_tags(*, revision_id):
+    """The revision's accounts and tags as the database holds them now, both in one read."""
+    accounts = Revision.accounts.through.objects.filter(revision_id=revision_id)
+    tags = Revision.tags.through.objects.filter(revision_id=revision_id)
+    return accounts.values_list(Value("account"), "socialaccount_id").union(
+        tags.values_list(Value("tag"), "tag_id"), all=True
+    )
 
 
 def _file_sha256(path):

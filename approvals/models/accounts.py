@@ -52,8 +52,12 @@ class SocialAccountQuerySet(models.QuerySet):
         team_id = getattr(getattr(user, "membership", None), "team_id", None)
         if team_id is None:
             return self.none()
+        return self.usable_in(team_id, user.pk)
+
+    def usable_in(self, team_id, user_id):
+        """Validated accounts of the team that are the firm's or this user's own."""
         return self.filter(team_id=team_id, validated=True).filter(
-            Q(owner__isnull=True) | Q(owner=user)
+            Q(owner__isnull=True) | Q(owner=user_id)
         )
 
 
