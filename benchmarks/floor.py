@@ -16,14 +16,6 @@ mails' text, Celery's dispatch).
   BENCH cycle_sql_only_posts_per_s        posts/s of the replay (BENCH_FLOOR_POSTS posts, one
                                           process), after 20 to warm up
   BENCH cycle_sql_only_client_cpu_ms_per_post  this process's CPU time per replayed post
-  BENCH orm_least_overhead_ms             the least time Django's ORM adds to a statement: the
-                                          mean, over a `get` and an `update` by primary key of
-                                          a two-column row, of the ORM's time less the same SQL's
-                                          through a cursor (the best of 3 rounds of 2,000)
-  BENCH cycle_orm_ceiling_posts_per_s     so the most posts/s of a client that sent the cycle's
-                                          statements through the ORM and did nothing else: the
-                                          replay's time per post plus that overhead for each of
-                                          its statements but BEGIN and COMMIT
 
 Before printing, the replay is checked: every replayed post published, with one SandboxPost;
 otherwise it says what is wrong and exits 1.
@@ -111,40 +103,6 @@ def replay(conn, statements, made):
                 new_ids[pending.pop(0)] = row[0]
 
 
-def orm_overhead_ms(rounds=3, count=2000):
-    """The least time, in ms, that Django's ORM adds to a statement (see the docstring)."""
-    from django.db import connection
-
-    from approvals.models import Team
-
-    team = Team.objects.create(name="Overhead")
-    table, pk = Team._meta.db_table, team.pk
-
-    def best(statement):
-        fastest = float("inf")
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for _ in range(count):
-                statement()
-            fastest = min(fastest, time.perf_counter() - started)
-        return fastest * 1000 / count
-
-    with connection.cursor() as cursor:
-
-        def read():
-            cursor.execute(f'SELECT "id", "name" FROM "{table}" WHERE "id" = %s LIMIT 21', [pk])
-            return cursor.fetchall()
-
-        def write():
-            cursor.execute(f'UPDATE "{table}" SET "name" = %s WHERE "id" = %s', ["Overhead", pk])
-
-        orm = best(lambda: Team.objects.get(pk=pk)) + best(
-            lambda: Team.objects.filter(pk=pk).update(name="Overhead")
-        )
-        sql = best(read) + best(write)
-    return (orm - sql) / 2
-
-
 def main(recreate=True):
     url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     if recreate:
@@ -159,7 +117,6 @@ def main(recreate=True):
     call_command("migrate", verbosity=0)
     statements, made = capture()
     log(f"sql only: {len(statements)} statements of one post, replayed by psycopg alone")
-    overhead = orm_overhead_ms()
     params = connection.get_connection_params()
     connection.close()
     params.pop("cursor_factory", None)
@@ -190,10 +147,6 @@ def main(recreate=True):
         sys.exit(1)
     bench("cycle_sql_only_posts_per_s", f"{POSTS / seconds:.1f}", "posts/s")
     bench("cycle_sql_only_client_cpu_ms_per_post", f"{cpu * 1000 / POSTS:.1f}", "ms")
-    bench("orm_least_overhead_ms", f"{overhead:.2f}", "ms")
-    queries = sum(1 for sql, _ in statements if sql not in ("BEGIN", "COMMIT"))
-    ceiling = 1000 / (seconds * 1000 / POSTS + queries * overhead)
-    bench("cycle_orm_ceiling_posts_per_s", f"{ceiling:.1f}", "posts/s")
 
 
 if __name__ == "__main__":
