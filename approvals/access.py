@@ -31,7 +31,8 @@ from .models import (
     TeamUserObjectPermission,
 )
 from .models.policy import Severity
-from .models.posts import State, with_review_grant
+from .models.posts import State, knows_review_grant, review_grant
+from .prepared import prepared
 
 
 class UserWithTeamBackend(ModelBackend):
@@ -137,20 +138,39 @@ def _review_permission():
 
 def visible_posts(user):
     """The author's own posts, submitted posts of teams the user reviews, or all for overseers."""
-    if user.has_perm("approvals.oversee_posts"):
+    return _visible(user, user.has_perm("approvals.oversee_posts"))
+
+
+def _visible(user, oversee):
+    if oversee:
         return Post.objects.all()
     return Post.objects.filter(
-        Q(author=user) | (Q(team__in=reviewable_teams(user)) & ~Q(state=State.DRAFT))
+        Q(author_id=user.pk) | (Q(team__in=reviewable_teams(user)) & ~Q(state=State.DRAFT))
+    )
+
+
+@prepared
+def _visible_post(oversee, superuser, *, user_id, pk):
+    """The post if the user sees it, with what its page reads, and the user's review grant."""
+    user = get_user_model()(pk=user_id, is_superuser=superuser)  # all that these read of them
+    return (
+        _visible(user, oversee)
+        .select_related("current_revision", "team", "author")
+        .annotate(review_granted=review_grant(user))  # the page asks may_decide
+        .filter(pk=pk)
     )
 
 
 def post_for_user(user, pk):
     """The post, or 404 (never 403: a forged id must not tell whether the post exists)."""
+    oversee = user.has_perm("approvals.oversee_posts")
     try:
-        posts = visible_posts(user).select_related("current_revision", "team", "author")
-        return with_review_grant(posts, user).get(pk=pk)  # the page asks may_decide
+        query = _visible_post(oversee, user.is_superuser, user_id=user.pk, pk=int(pk))
+        post = query.get()
     except (Post.DoesNotExist, ValueError):
         raise Http404("No such post") from None
+    knows_review_grant(post, user, post.review_granted)
+    return post
 
 
 def waiting_steps(user):

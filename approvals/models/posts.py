@@ -49,7 +49,7 @@ def may_decide(post, user):
 
     Asked several times per decision (the checks, the transition, the page): answered once per
     post instance, which lives for one request or one locked transaction, or by the query that
-    read the post (`with_review_grant`).
+    read the post (`review_grant`, then `knows_review_grant`).
     """
     if user.pk == post.author_id or not user.is_active:
         return False
@@ -62,16 +62,11 @@ def may_decide(post, user):
 
 
 def review_grant(user):
-    """may_decide's grant question for `user`, as an expression over a post's row."""
+    """may_decide's grant question for `user`, as an expression over a post's row: asked in
+    the query that reads the post rather than in one more."""
     from ..access import reviewable_teams
 
     return models.Exists(reviewable_teams(user).filter(pk=models.OuterRef("team_id")))
-
-
-def with_review_grant(posts, user):
-    """`posts` (a queryset) reading, with each post, may_decide's grant question for `user`:
-    asked in the query that reads the post rather than in one more."""
-    return posts.annotate(**{_grant_attribute(user): review_grant(user)})
 
 
 def knows_review_grant(post, user, granted):
