@@ -174,20 +174,29 @@ def gate(publication):
     return None
 
 
+@prepared
+def _claimable(*, pk, now):
+    """The publication, if it is pending and due and its post is being published.
+
+    The post's state is an EXISTS, not a join: with a join Django would move every condition
+    into an `id IN (subquery)` that PostgreSQL does not re-check after waiting for a concurrent
+    claim's row lock, and both claims would win."""
+    releasing = Exists(Post.objects.filter(pk=OuterRef("post_id"), state=State.PUBLISHING))
+    return Publication.objects.filter(_due(now), releasing, pk=pk, state=P.PENDING)
+
+
+_ONE_MORE_ATTEMPT = F("attempts") + 1
+
+
 def claim(publication_id, now=None):
     """Take a due, pending publication of a post being published; False when another worker or
     run has it, when it is not due yet, or when its post is not released."""
     now = now or timezone.now()
-    # One conditional update; a post stays publishing until all its publications settle. The
-    # post's state is an EXISTS, not a join: with a join Django would move every condition into
-    # an `id IN (subquery)` that PostgreSQL does not re-check after waiting for a concurrent
-    # claim's row lock, and both claims would win.
-    releasing = Exists(Post.objects.filter(pk=OuterRef("post_id"), state=State.PUBLISHING))
-    return bool(
-        Publication.objects.filter(_due(now), releasing, pk=publication_id, state=P.PENDING).update(
-            state=P.SENDING, claimed_at=now, attempts=F("attempts") + 1
-        )
+    # One conditional update; a post stays publishing until all its publications settle.
+    claimed = _claimable(pk=int(publication_id), now=now).update(
+        state=P.SENDING, claimed_at=now, attempts=_ONE_MORE_ATTEMPT
     )
+    return bool(claimed)
 
 
 @prepared
@@ -275,9 +284,12 @@ def _needs_reconnect(account_id, detail, now):
 
 def _mine(publication, state):
     """The publication row, only while this run's claim holds it."""
-    return Publication.objects.filter(
-        pk=publication.pk, state=state, claimed_at=publication.claimed_at
-    )
+    return _held(pk=publication.pk, state=state, claimed_at=publication.claimed_at)
+
+
+@prepared
+def _held(*, pk, state, claimed_at):
+    return Publication.objects.filter(pk=pk, state=state, claimed_at=claimed_at)
 
 
 def _reschedule_changes(wait, now):

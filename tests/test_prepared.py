@@ -3,9 +3,8 @@ and refused when a value would be frozen into the SQL instead of sent as a param
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, F, OuterRef
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -83,19 +82,51 @@ def test_an_id_no_column_holds_matches_nothing_instead_of_failing(world):
 
 @prepared
 def named_like(*, word):
-    return get_user_model().objects.filter(username__contains=word)
+    return get_user_model().objects.filter(username__contains=word).order_by("username")
 
 
 @prepared
 def first_users(*, count):
-    return get_user_model().objects.order_by("pk")[:count]
+    return get_user_model().objects.order_by("username")[:count]
 
 
-@pytest.mark.parametrize("query", [named_like, first_users])
-def test_a_value_the_sql_would_hold_other_than_as_a_parameter_is_refused(world, query):
-    values = {"word": "ri"} if query is named_like else {"count": 2}
-    with pytest.raises(ImproperlyConfigured, match="cannot be prepared"):
-        query(**values).all()
+@pytest.mark.parametrize(
+    "query, values, answers",
+    [
+        (named_like, [{"word": "ri"}, {"word": "am"}], [["rita"], ["sam"]]),
+        (first_users, [{"count": 1}, {"count": 2}], [["alice"], ["alice", "bruno"]]),
+    ],
+)
+def test_a_value_the_sql_would_hold_other_than_as_a_parameter_runs_unprepared(
+    world, caplog, query, values, answers
+):
+    """Prepared, the word would be frozen inside '%ri%', and the count in the LIMIT."""
+    assert [[u.username for u in query(**one).all()] for one in values] == answers
+    assert f"{query.__qualname__} runs unprepared" in caplog.text
+
+
+@prepared
+def unsent(*, user_id, sent_at):
+    return Notification.objects.filter(user_id=user_id, sent_at=sent_at)
+
+
+def test_an_update_sets_its_own_values_on_the_rows_the_query_reads(world):
+    for person in (world.rita, world.rita, world.sam):
+        Notification.objects.create(user=person, kind="decision", subject="Hi", body="-")
+    sent = [
+        unsent(user_id=world.rita.pk, sent_at=None).update(
+            sent_at=when, digest=True, body=F("subject"), subject="Sent"
+        )
+        for when in (timezone.now(), timezone.now() + timezone.timedelta(hours=1))
+    ]
+    assert sent == [2, 0]  # the second finds them sent
+    rows = Notification.objects.order_by("pk")
+    assert [(r.user.username, r.subject, r.body, r.digest) for r in rows] == [
+        ("rita", "Sent", "Hi", True),
+        ("rita", "Sent", "Hi", True),
+        ("sam", "Hi", "-", False),
+    ]
+    assert unsent(user_id=world.rita.pk, sent_at=rows[0].sent_at).update(subject="Again") == 2
 
 
 @prepared
@@ -109,3 +140,39 @@ def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it(wo
         assert user_locked(pk=world.rita.pk).get() == world.rita
     with pytest.raises(TransactionManagementError):  # compiled already: refused all the same
         user_locked(pk=world.rita.pk).all()
+
+
+def test_a_post_through_the_whole_cycle_runs_every_query_of_the_workflow_prepared(
+    world, client, caplog, django_capture_on_commit_callbacks
+):
+    """The reads and updates of every post (approvals/workflow.py, notify, publishing, the
+    connectors, the post's page) all compile: none falls back to running unprepared."""
+    from approvals import access, notify, publishing, workflow
+    from approvals.connectors import base
+
+    from .conftest import login, through_review
+
+    queries = [
+        workflow._locked,
+        workflow._open_steps_of,
+        workflow._publication_counts,
+        workflow._usable,
+        workflow._tags,
+        notify._recipients,
+        publishing._targets,
+        publishing._claimable,
+        publishing._claimed,
+        publishing._held,
+        base._accounts_and_tags,
+        access._visible_post,
+    ]
+    for query in queries:
+        query._compiled.clear()
+    caplog.set_level("WARNING", logger="approvals.prepared")
+    post = through_review(world, django_capture_on_commit_callbacks, [world.lyon_sandbox], "Hi")
+    login(client, world.rita)
+    assert client.get(f"/posts/{post.pk}/").status_code == 200
+
+    assert post.state == "published"
+    assert "unprepared" not in caplog.text
+    assert [q.__qualname__ for q in queries if not any(q._compiled.values())] == []
