@@ -240,7 +240,11 @@ class Bound:
         if compiled is None:
             return list(self._unprepared())
         connection = connections[self.using]
-        if compiled.queryset.query.select_for_update and connection.get_autocommit():
+        if (  # as Django refuses it
+            compiled.queryset.query.select_for_update
+            and connection.features.has_select_for_update
+            and connection.get_autocommit()
+        ):
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
             )
