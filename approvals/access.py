@@ -136,12 +136,9 @@ def _review_permission():
     ).values("pk")
 
 
-def visible_posts(user):
-    """The author's own posts, submitted posts of teams the user reviews, or all for overseers."""
-    return _visible(user, user.has_perm("approvals.oversee_posts"))
-
-
 def _visible(user, oversee):
+    """The author's own posts, submitted posts of teams the user reviews, or all for overseers
+    (`oversee`: the user has approvals.oversee_posts)."""
     if oversee:
         return Post.objects.all()
     return Post.objects.filter(
