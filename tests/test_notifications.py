@@ -1,8 +1,10 @@
 """Email notifications: who is told what, immediate mails or a daily digest, never twice."""
 
+import itertools
 import re
 import smtplib
 import time
+from datetime import datetime
 
 import pytest
 from django.db import connection
@@ -10,6 +12,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from psycopg.sql import Literal
 
 from approvals import notify, tasks, workflow
 from approvals.models import Notification, NotificationPreference
@@ -450,3 +453,46 @@ def test_concurrent_digest_runs_send_each_digest_once(world, mailoutbox):
     assert sorted(m.to[0] for m in mailoutbox) == ["rita@example.com", "sam@example.com"]
     assert all("3 notifications" in m.subject for m in mailoutbox)
     assert not Notification.objects.filter(sent_at=None).exists()
+
+
+@pytest.mark.postgres
+def test_whether_a_recipient_is_in_a_burst_reads_one_of_their_rows_whatever_the_plan(world, draft):
+    """In a campaign every event asks whether its recipients were mailed moments ago. Asked as
+    EXISTS(rows since the window's start), a prepared statement's generic plan hashed every row
+    of the window, so each event of a burst cost more than the last; the newest row of each
+    recipient, read backwards on their index, costs one row whatever the plan."""
+    for n in range(60):
+        written(world.sam if n % 2 else world.tom, f"Earlier {n}")
+    written(world.alice, "Alice's last")
+    recipients = notify._recipients(
+        True,
+        user_ids=(world.alice.pk, world.rita.pk),
+        group_ids=(),
+        team_id=draft.team_id,
+        author_id=draft.author_id,
+        since=notify._burst_since(),
+    )
+    sql, params = recipients.sql_with_params()
+    numbers = itertools.count(1)
+    numbered = re.sub(r"%s", lambda _: f"${next(numbers)}", sql).replace("%%", "%")
+    kinds = {bool: "boolean", int: "bigint", str: "text", datetime: "timestamptz"}
+    types = [next(kinds[k] for k in kinds if isinstance(param, k)) for param in params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE recipients ({', '.join(types)}) AS {numbered}")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # A utility statement takes no bound parameters: the values go in as literals.
+        values = ", ".join(Literal(param).as_string(connection.connection) for param in params)
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE recipients({values})")
+        [plan] = cursor.fetchone()[0]
+        cursor.execute(f"EXECUTE recipients({values})")
+        assert sorted(cursor.fetchall()) == sorted(
+            [(world.alice.pk, False, True), (world.rita.pk, False, False)]
+        )
+        cursor.execute("DEALLOCATE recipients")
+
+    def rows_read(node):
+        own = node["Actual Rows"] * node["Actual Loops"]
+        read = own if node.get("Relation Name") == "approvals_notification" else 0
+        return read + sum(rows_read(child) for child in node.get("Plans", []))
+
+    assert rows_read(plan["Plan"]) <= 2  # at most one row for each of the two recipients
