@@ -11,9 +11,9 @@ database with stand-in values, twice with different ones; both compilations must
 SQL, the stand-ins in the same parameters and the same other parameters. Otherwise the query
 runs unprepared, as Django builds it, and a warning says so: a value that Django would inline,
 transform or branch on is caught when the query is first used, instead of being frozen into every
-later run. Each run then puts its values into those
-parameters and lets Django read the rows into model instances as usual, or updates the rows
-(`update(**changes)`, whose values are parameters as well).
+later run. Each run then puts its values into those parameters and lets Django read the rows into
+model instances as usual, or updates the rows (`update(**changes)`, whose values are parameters
+as well).
 
 The function must depend on its arguments alone: no clock, no settings, no database read.
 """
@@ -36,8 +36,9 @@ from django.db.transaction import TransactionManagementError
 _INTS = (20_011, 23_017)
 # Real values beyond what any database column holds match nothing, as Django answers them.
 _INT_RANGE = range(-(2**63), 2**63)
-_CHANGE = "change"
-log = logging.getLogger(__name__)  # the values of an UPDATE's changes are named (_CHANGE, column)
+_CHANGE = "change"  # the values of an UPDATE's changes are named (_CHANGE, column)
+
+log = logging.getLogger(__name__)
 
 
 def prepared(build):
@@ -135,7 +136,7 @@ def _as_is(value):
 
 
 def _kinds(values):
-    return tuple((name, _kind(value)) for name, value in sorted(values.items(), key=str))
+    return tuple((name, _kind(value)) for name, value in sorted(values.items()))
 
 
 def _kind(value):

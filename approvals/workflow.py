@@ -39,6 +39,7 @@ from .models import (
     StepClaim,
     Tag,
 )
+from .models.accounts import team_id_of
 from .models.posts import (
     EDITABLE_STATES,
     State,
@@ -167,7 +168,7 @@ KEEP = object()  # edit_post(image=KEEP): the new revision keeps the current ima
 
 @prepared
 def _usable(*, team_id, user_id, account_ids):
-    """Those of the accounts the author may publish to (SocialAccount.objects.usable_by)."""
+    """Those of the accounts the team's author may publish to."""
     return SocialAccount.objects.usable_in(team_id, user_id).filter(pk__in=account_ids)
 
 
@@ -186,8 +187,8 @@ def _validate_content(author, text, link, account_ids, tag_ids, image=None, curr
     elif len(text) > max_length:
         errors["text"] = f"The text is {len(text)} characters long; the maximum is {max_length}."
     account_ids, tag_ids = tuple(map(int, account_ids)), tuple(map(int, tag_ids))
-    team_id = getattr(getattr(author, "membership", None), "team_id", None)
-    accounts = (
+    team_id = team_id_of(author)
+    accounts = (  # as SocialAccount.objects.usable_by(author)
         _usable(team_id=team_id, user_id=author.pk, account_ids=account_ids).all()
         if team_id is not None
         else []

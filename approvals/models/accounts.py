@@ -46,10 +46,15 @@ class TeamGroupObjectPermission(GroupObjectPermissionBase):
     content_object = models.ForeignKey(Team, on_delete=models.CASCADE)
 
 
+def team_id_of(user):
+    """The id of the team the user drafts for, or None (reviewers and admins belong to none)."""
+    return getattr(getattr(user, "membership", None), "team_id", None)
+
+
 class SocialAccountQuerySet(models.QuerySet):
     def usable_by(self, user):
         """Validated accounts of the user's team that are the firm's or the user's own."""
-        team_id = getattr(getattr(user, "membership", None), "team_id", None)
+        team_id = team_id_of(user)
         if team_id is None:
             return self.none()
         return self.usable_in(team_id, user.pk)
