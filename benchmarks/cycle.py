@@ -27,6 +27,10 @@ Figures, one line each on stdout (progress goes to stderr):
   BENCH cycle_db_cpu_ms_per_post  CPU time of its PostgreSQL server process per post (when
                                   the server runs on this machine): what each post costs the
                                   database every worker shares
+  BENCH cycle_db_cpu_growth       that, in the last in-process run over the first (each run adds
+                                  BENCH_CYCLE_POSTS posts): 1.0 when a post costs the database
+                                  the same however many came before (when the server runs on
+                                  this machine and there are two runs or more)
   BENCH cycle_parallel_posts_per_s  posts/s of BENCH_CYCLE_CLIENTS client processes at once
                                   (one per core by default), each as the one above, the
                                   BENCH_CYCLE_POSTS of a run shared out: how the engine scales
@@ -129,12 +133,13 @@ def one_cycle(advisor, reviewer, account, n, after=None):
 
 def service_runs(advisor, reviewer, account, label):
     """(the post ids, the median posts/s, CPU ms per post of this process and of its database
-    server process, over all runs). Logs this process's CPU time per post by phase."""
-    ids, rates = [], []
+    server process over all runs, and that of the database in each run). Logs this process's
+    CPU time per post by phase."""
+    ids, rates, db_runs = [], [], []
     client_cpu, db_cpu = time.process_time(), database_cpu()
     clock = PhaseClock(PHASES)
     for run in range(RUNS):
-        started = time.perf_counter()
+        started, db_started = time.perf_counter(), database_cpu()
         clock.start()
         batch = [one_cycle(advisor, reviewer, account, n, clock) for n in range(POSTS)]
         wait_published(batch)
@@ -142,11 +147,15 @@ def service_runs(advisor, reviewer, account, label):
         rate = POSTS / (time.perf_counter() - started)
         ids += batch
         rates.append(rate)
-        log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s")
+        database = ""
+        if db_started is not None:
+            db_runs.append((database_cpu() - db_started) * 1000 / POSTS)
+            database = f", the database {db_runs[-1]:.1f} ms of CPU a post"
+        log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s{database}")
     client_ms = (time.process_time() - client_cpu) * 1000 / len(ids)
     db_ms = (database_cpu() - db_cpu) * 1000 / len(ids) if db_cpu is not None else None
     clock.log(f"  {label}, this process's CPU time per post:", len(ids))
-    return ids, statistics.median(rates), client_ms, db_ms
+    return ids, statistics.median(rates), client_ms, db_ms, db_runs
 
 
 def parallel_runs(label):
@@ -438,7 +447,9 @@ def main(recreate=True):
     warm = one_cycle(advisor, reviewer, account, 0)  # warm the caches, as a server's are
     post_id, queries = count_queries(advisor, reviewer, account)
     alone_id, queries_alone = count_queries(advisor, reviewer, account, alone=True)
-    eager_ids, rate, client_ms, db_ms = service_runs(advisor, reviewer, account, "in-process")
+    eager_ids, rate, client_ms, db_ms, db_runs = service_runs(
+        advisor, reviewer, account, "in-process"
+    )
     parallel_ids, parallel_rate = parallel_runs("in-process, parallel")
     with real_worker(url):
         worker_ids, worker_rate, *_ = service_runs(advisor, reviewer, account, "client + worker")
@@ -456,6 +467,8 @@ def main(recreate=True):
     bench("cycle_client_cpu_ms_per_post", f"{client_ms:.1f}", "ms")
     if db_ms is not None:
         bench("cycle_db_cpu_ms_per_post", f"{db_ms:.1f}", "ms")
+    if len(db_runs) > 1 and db_runs[0] > 0:
+        bench("cycle_db_cpu_growth", f"{db_runs[-1] / db_runs[0]:.2f}", "ratio")
     bench("cycle_parallel_posts_per_s", f"{parallel_rate:.1f}", "posts/s")
     bench("cycle_worker_posts_per_s", f"{worker_rate:.1f}", "posts/s")
     bench("cycle_http_posts_per_s", f"{http_rate:.1f}", "posts/s")
