@@ -52,7 +52,7 @@ def _excerpt(post):
 
 
 @prepared
-def _recipients(burst, *, user_ids, group_ids, team_id, author_id, since):
+def _recipients(*, user_ids, group_ids, team_id, author_id, since):
     """Who is told of an event on a post, as the rows take them (see `_rows`): the users
     `user_ids`, and the active members of the groups `group_ids` who are granted review on the
     post's team, never its author."""
@@ -61,7 +61,7 @@ def _recipients(burst, *, user_ids, group_ids, team_id, author_id, since):
     if group_ids:
         reviewers = team_reviewers(team_id).filter(groups__in=group_ids, is_active=True)
         people = people | reviewers.exclude(pk=author_id)
-    return _rows(people, since if burst else None)
+    return _rows(people, since)
 
 
 def _rows(users, since):
@@ -96,14 +96,12 @@ def _burst_since():
 
 def _notify(kind, post, subject, body, *, users=(), groups=()):
     """Tell `users` and the reviewers of `groups` (see `_recipients`) of an event on `post`."""
-    since = _burst_since()
     recipients = _recipients(
-        since is not None,
         user_ids=tuple(user.pk for user in users),
         group_ids=tuple(group.pk for group in groups if group),
         team_id=post.team_id,
         author_id=post.author_id,
-        since=since or timezone.now(),
+        since=_burst_since(),  # None, when mail is not gathered, is a query of its own
     )
     _send(kind, post, recipients, subject, body)
 

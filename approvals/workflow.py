@@ -89,7 +89,7 @@ _RELATED = ("current_revision", "approved_revision", "team", "author")
 
 
 @prepared
-def _locked(related, reviewer_is_superuser, *, post_id, reviewer_id=None):
+def _locked(related, reviewer_is_superuser, *, post_id, reviewer_id):
     """The post, its row locked, `related` read along and, with a reviewer, their grant."""
     posts = Post.objects.select_for_update(of=("self",)).select_related(*related)
     if reviewer_id is not None:
@@ -102,14 +102,10 @@ def _locked(related, reviewer_is_superuser, *, post_id, reviewer_id=None):
 def _lock(post_id, related=_RELATED, reviewer=None):
     """The post, its row locked until commit, with `related` read along (what most moves read)
     and, given a `reviewer`, whether they are granted review on its team (see may_decide)."""
-    if reviewer is None:
-        query = _locked(related, None, post_id=int(post_id))
-    else:
-        query = _locked(
-            related, reviewer.is_superuser, post_id=int(post_id), reviewer_id=reviewer.pk
-        )
+    superuser = reviewer is not None and reviewer.is_superuser
+    reviewer_id = None if reviewer is None else reviewer.pk  # None: no grant read
     try:
-        post = query.get()
+        post = _locked(related, superuser, post_id=int(post_id), reviewer_id=reviewer_id).get()
     except Post.DoesNotExist:
         raise WorkflowError("This post does not exist.") from None
     if reviewer is not None:
@@ -608,8 +604,6 @@ def _open_steps_for(post, user):
     """The waiting and active steps of the current revision, with what the checks below read
     about `user`: one query whatever the number of steps, approvals and claims (the claims are
     read only when a step has some). Read under the post's lock, so they hold for the move."""
-    if post.current_revision_id is None:
-        return []
     steps = _open_steps_of(
         post_id=post.pk, revision_id=post.current_revision_id, user_id=user.pk
     ).all()

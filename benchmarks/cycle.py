@@ -136,10 +136,10 @@ def service_runs(advisor, reviewer, account, label):
     server process over all runs, and that of the database in each run). Logs this process's
     CPU time per post by phase."""
     ids, rates, db_runs = [], [], []
-    client_cpu, db_cpu = time.process_time(), database_cpu()
+    client_cpu, db_mark = time.process_time(), database_cpu()
     clock = PhaseClock(PHASES)
     for run in range(RUNS):
-        started, db_started = time.perf_counter(), database_cpu()
+        started = time.perf_counter()
         clock.start()
         batch = [one_cycle(advisor, reviewer, account, n, clock) for n in range(POSTS)]
         wait_published(batch)
@@ -148,12 +148,14 @@ def service_runs(advisor, reviewer, account, label):
         ids += batch
         rates.append(rate)
         database = ""
-        if db_started is not None:
-            db_runs.append((database_cpu() - db_started) * 1000 / POSTS)
+        if db_mark is not None:
+            db_now = database_cpu()
+            db_runs.append((db_now - db_mark) * 1000 / POSTS)
+            db_mark = db_now
             database = f", the database {db_runs[-1]:.1f} ms of CPU a post"
         log(f"  {label} run {run + 1}: {POSTS} posts at {rate:.1f} posts/s{database}")
     client_ms = (time.process_time() - client_cpu) * 1000 / len(ids)
-    db_ms = (database_cpu() - db_cpu) * 1000 / len(ids) if db_cpu is not None else None
+    db_ms = statistics.fmean(db_runs) if db_runs else None
     clock.log(f"  {label}, this process's CPU time per post:", len(ids))
     return ids, statistics.median(rates), client_ms, db_ms, db_runs
 

@@ -465,7 +465,6 @@ def test_whether_a_recipient_is_in_a_burst_reads_one_of_their_rows_whatever_the_
         written(world.sam if n % 2 else world.tom, f"Earlier {n}")
     written(world.alice, "Alice's last")
     recipients = notify._recipients(
-        True,
         user_ids=(world.alice.pk, world.rita.pk),
         group_ids=(),
         team_id=draft.team_id,
