@@ -27,7 +27,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from . import health, ledger, ratelimit
-from .connectors import DeliveryError, ReleasedContent, get_connector
+from .connectors import DeliveryError, ReleasedContent, get_connector, released_ids
 from .models import AccountCredential, DeliveryAttempt, Post, Publication, SocialAccount
 from .models.posts import State
 from .prepared import prepared
@@ -201,10 +201,13 @@ def claim(publication_id, now=None):
 
 @prepared
 def _claimed(*, pk):
-    """A publication as its delivery reads it, with its post, revision and account."""
-    return Publication.objects.select_related(
-        "post", "revision", "account", "post__approved_revision"
-    ).filter(pk=pk)
+    """A publication as its delivery reads it, with its post, revision and account, and the
+    revision's accounts and tags for the content's hash."""
+    return (
+        Publication.objects.select_related("post", "revision", "account", "post__approved_revision")
+        .filter(pk=pk)
+        .annotate(**released_ids(OuterRef("revision_id")))
+    )
 
 
 def deliver(publication_id, now=None):
@@ -221,7 +224,8 @@ def deliver(publication_id, now=None):
         if (wait := ratelimit.acquire(network)) > 0:
             _put_back(publication, wait, now)
             return False
-        content = ReleasedContent.of(publication.revision)
+        ids = (publication.released_account_ids, publication.released_tag_ids)
+        content = ReleasedContent.of(publication.revision, ids)
         delivered = get_connector(network).deliver(publication, content)
     except DeliveryError as error:
         record = partial(_failed, publication, error, now)

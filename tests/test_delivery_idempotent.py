@@ -300,6 +300,27 @@ def test_the_sandbox_accepts_one_post_per_key_and_answers_a_repeat_with_it(world
     assert abs(timezone.now() - published_at) < timezone.timedelta(minutes=1)
 
 
+@pytest.mark.parametrize("added", ["tag", "account"])
+def test_a_delivery_refuses_a_tag_or_target_added_after_the_approval(
+    world, django_capture_on_commit_callbacks, added
+):
+    """The delivery reads the revision's accounts and tags with its publication: one added
+    behind the workflow's back after the approval fails the hash, and nothing is published."""
+    post, _ = approved(world, world.lyon_sandbox, django_capture_on_commit_callbacks)
+    revision = post.current_revision
+    if added == "tag":
+        revision.tags.add(Tag.objects.create(name="Ajouté en douce"))
+    else:
+        revision.accounts.add(world.paris_sandbox)
+    publication = Publication.objects.get(post=post)
+
+    assert publishing.deliver(publication.pk) is False
+    publication.refresh_from_db()
+    assert publication.state == Publication.State.FAILED
+    assert "hash" in publication.error
+    assert SandboxPost.objects.count() == 0
+
+
 def test_released_content_reads_the_accounts_and_tags_as_stored_now(world):
     """The release gate's hash covers the revision's accounts and tags as the database holds
     them at delivery: a target or a tag added behind the workflow's back does not match."""

@@ -149,7 +149,6 @@ def test_a_post_through_the_whole_cycle_runs_every_query_of_the_workflow_prepare
     """The reads and updates of every post (approvals/workflow.py, notify, publishing, the
     connectors, the post's page) all compile: none falls back to running unprepared."""
     from approvals import access, notify, publishing, workflow
-    from approvals.connectors import base
 
     from .conftest import login, through_review
 
@@ -164,7 +163,6 @@ def test_a_post_through_the_whole_cycle_runs_every_query_of_the_workflow_prepare
         publishing._claimable,
         publishing._claimed,
         publishing._held,
-        base._accounts_and_tags,
         access._visible_post,
     ]
     for query in queries:

@@ -4,7 +4,7 @@ from functools import cache
 
 from django.utils.module_loading import import_string
 
-from .base import Connector, Delivered, DeliveryError, ReleasedContent
+from .base import Connector, Delivered, DeliveryError, ReleasedContent, released_ids
 
 REGISTRY = {
     "sandbox": "approvals.connectors.sandbox.SandboxConnector",
@@ -36,4 +36,5 @@ __all__ = [
     "ReleasedContent",
     "connector_choices",
     "get_connector",
+    "released_ids",
 ]

@@ -1,7 +1,7 @@
 import hashlib
 from dataclasses import dataclass
 
-from django.db.models import Value
+from django.db.models import Aggregate, JSONField, OuterRef, Subquery
 from django.utils import timezone
 
 from approvals.models.posts import Revision, content_hash
@@ -44,16 +44,16 @@ class ReleasedContent:
     image_sha256: str = ""
 
     @classmethod
-    def of(cls, revision):
-        ids = {"account": [], "tag": []}
-        for kind, pk in _accounts_and_tags(revision_id=revision.pk).all():
-            ids[kind].append(pk)
+    def of(cls, revision, ids=None):
+        """`ids`: the revision's (account ids, tag ids) as a query annotated with
+        `released_ids()` read them just now; else they are read here."""
+        account_ids, tag_ids = ids if ids is not None else _released_ids(pk=revision.pk).get()
         return cls(
             text=revision.text,
             link=revision.link,
-            account_ids=tuple(sorted(ids["account"])),
+            account_ids=tuple(sorted(account_ids or ())),  # None: no row, as SQL aggregates say
             content_hash=revision.content_hash,
-            tag_ids=tuple(sorted(ids["tag"])),
+            tag_ids=tuple(sorted(tag_ids or ())),
             image_path=revision.image.path if revision.image else "",
             image_sha256=revision.image_sha256,
             post_id=revision.post_id,
@@ -83,14 +83,35 @@ class ReleasedContent:
         return data
 
 
+class _IdList(Aggregate):
+    """The values as one JSON array, read as a list."""
+
+    function = "JSONB_AGG"
+    output_field = JSONField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra_context)
+
+
+def _id_list(through, column, revision):
+    rows = through.objects.filter(revision_id=revision).values("revision_id")
+    return Subquery(rows.annotate(ids=_IdList(column)).values("ids"))
+
+
+def released_ids(revision):
+    """Annotations with the revision's account ids and tag ids as the database holds them now,
+    for `ReleasedContent.of`: a delivery reads them with its publication, in the same statement.
+    `revision`: the revision's id, or a reference to it in the annotated query (`OuterRef`)."""
+    return {
+        "released_account_ids": _id_list(Revision.accounts.through, "socialaccount_id", revision),
+        "released_tag_ids": _id_list(Revision.tags.through, "tag_id", revision),
+    }
+
+
 @prepared
-def _accounts_and_tags(*, revision_id):
-    """The revision's accounts and tags as the database holds them now, both in one read."""
-    accounts = Revision.accounts.through.objects.filter(revision_id=revision_id)
-    tags = Revision.tags.through.objects.filter(revision_id=revision_id)
-    return accounts.values_list(Value("account"), "socialaccount_id").union(
-        tags.values_list(Value("tag"), "tag_id"), all=True
-    )
+def _released_ids(*, pk):
+    ids = released_ids(OuterRef("pk"))
+    return Revision.objects.filter(pk=pk).annotate(**ids).values_list(*ids)
 
 
 def _file_sha256(path):
