@@ -45,13 +45,13 @@ class ReleasedContent:
 
     @classmethod
     def of(cls, revision, ids=None):
-        """`ids`: the revision's (account ids, tag ids) as a query annotated with
-        `released_ids()` read them just now; else they are read here."""
+        """`ids`: (account ids, tag ids), when the caller's query has just read them with
+        `released_ids()`; else they are read here."""
         account_ids, tag_ids = ids if ids is not None else _released_ids(pk=revision.pk).get()
         return cls(
             text=revision.text,
             link=revision.link,
-            account_ids=tuple(sorted(account_ids or ())),  # None: no row, as SQL aggregates say
+            account_ids=tuple(sorted(account_ids or ())),  # an aggregate of no rows is NULL
             content_hash=revision.content_hash,
             tag_ids=tuple(sorted(tag_ids or ())),
             image_path=revision.image.path if revision.image else "",
