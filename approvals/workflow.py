@@ -1100,7 +1100,8 @@ def flag_publish_at_risk(now=None):
         Post.objects.filter(
             state=State.IN_REVIEW, publish_at__isnull=False, publish_at_risk_since__isnull=True
         )
-        .only("pk", "publish_at", "current_revision_id")
+        # The state too: django-fsm reads it as each post is built, one query a post if deferred.
+        .only("pk", "state", "publish_at", "current_revision_id")
         .prefetch_related(_open_steps())
         .order_by("pk")
     )

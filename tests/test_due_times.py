@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
@@ -211,6 +213,21 @@ def test_post_with_time_to_spare_is_not_flagged_until_its_publish_time_is_near(
     with django_capture_on_commit_callbacks(execute=True):
         assert workflow.flag_publish_at_risk(now=post.publish_at - 30 * MIN) == [post.pk]
     assert len(mailoutbox) == 3
+
+
+@pytest.mark.usefixtures("hours_apart")
+def test_the_at_risk_sweep_reads_its_candidates_in_statements_that_do_not_grow_with_them(world):
+    """The beat looks at every post in review with a publish time, every minute: a campaign's
+    thousands of them must not cost a statement each."""
+
+    def statements(posts):
+        for _ in range(posts):
+            submit(world, publish_at=timezone.now() + 7 * 24 * H)  # time to spare: not flagged
+        with CaptureQueriesContext(connection) as captured:
+            assert workflow.flag_publish_at_risk() == []
+        return len(captured)
+
+    assert statements(1) == statements(4) == 2  # the posts, then their open steps
 
 
 def test_posts_without_publish_time_or_out_of_review_are_never_flagged(world, in_review):
