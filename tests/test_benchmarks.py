@@ -142,6 +142,22 @@ def test_the_cycles_statements_replayed_alone_publish_every_post():
     assert all(float(value) > 0 for value in figures.values())
 
 
+@pytest.mark.postgres
+def test_the_beats_sweeps_are_timed_once_caught_up():
+    """`python -m benchmarks.beat`: on the queue benchmark's data, every sweep catches up with
+    what the data leaves to do (overdue steps, publish times at risk), then is timed; it exits 1
+    if a sweep still finds work once caught up."""
+    run, figures = _run_benchmark(
+        "benchmarks.beat", "reviewflow_bench_pytest_beat", BENCH_POSTS="2000", BENCH_BEAT_RUNS="2"
+    )
+
+    assert set(figures) == {"beat_catch_up_s", "beat_sweeps_ms", "beat_slowest_ms"}
+    assert float(figures["beat_sweeps_ms"]) >= float(figures["beat_slowest_ms"]) > 0
+    escalated = re.search(r"caught up: escalate_overdue_steps, (\d+) done", run.stderr)
+    assert int(escalated.group(1)) > 0, run.stderr[-4000:]  # the data leaves some overdue
+    assert len(re.findall(r"^\s+[\d.]+ ms  \w", run.stderr, re.MULTILINE)) == 10
+
+
 def _run_benchmark(module, database, **env):
     """(the finished run, its BENCH figures by name) of `python -m module` on its own database,
     dropped afterwards; the run must have succeeded."""
