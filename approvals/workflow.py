@@ -1098,7 +1098,10 @@ def flag_publish_at_risk(now=None):
     now = now or timezone.now()
     candidates = (
         Post.objects.filter(
-            state=State.IN_REVIEW, publish_at__isnull=False, publish_at_risk_since__isnull=True
+            _could_be_at_risk(now),
+            state=State.IN_REVIEW,
+            publish_at__isnull=False,
+            publish_at_risk_since__isnull=True,
         )
         # The state too: django-fsm reads it as each post is built, one query a post if deferred.
         .only("pk", "state", "publish_at", "current_revision_id")
@@ -1107,6 +1110,20 @@ def flag_publish_at_risk(now=None):
     )
     at_risk = [post.pk for post in candidates.iterator(chunk_size=500) if _at_risk(post, now)[0]]
     return [post_id for post_id in at_risk if _flag_at_risk(post_id, now)]
+
+
+def _could_be_at_risk(now):
+    """The posts `_at_risk` may answer yes for, selected in SQL so that the sweep does not build
+    every post in review: the slot is within the margin (or passed), an active step of the
+    current revision is due after it, or a later stage is still to come (whose time only
+    `estimated_finish` tells). Without a later stage that is exactly `_at_risk`."""
+    margin = timezone.timedelta(minutes=settings.REVIEWFLOW["AT_RISK_MARGIN_MINUTES"])
+    steps = ReviewStep.objects.filter(post=OuterRef("pk"), revision=OuterRef("current_revision"))
+    return (
+        Q(publish_at__lt=max(now, now + margin))
+        | Exists(steps.filter(state=ReviewStep.State.ACTIVE, due_at__gt=OuterRef("publish_at")))
+        | Exists(steps.filter(state=ReviewStep.State.WAITING))
+    )
 
 
 @_transaction

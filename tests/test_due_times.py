@@ -215,19 +215,43 @@ def test_post_with_time_to_spare_is_not_flagged_until_its_publish_time_is_near(
     assert len(mailoutbox) == 3
 
 
+@pytest.fixture
+def legal_stage():
+    """A second stage after the catch-all step: Legal, 4 calendar hours."""
+    legal = Group.objects.create(name="Legal")
+    rule = ApprovalRule.objects.create(name="Legal after compliance", condition={})
+    RuleStep.objects.create(rule=rule, group=legal, stage=2, due_hours=4)
+
+
 @pytest.mark.usefixtures("hours_apart")
-def test_the_at_risk_sweep_reads_its_candidates_in_statements_that_do_not_grow_with_them(world):
+def test_the_at_risk_sweep_costs_no_statement_per_post(world, request):
     """The beat looks at every post in review with a publish time, every minute: a campaign's
-    thousands of them must not cost a statement each."""
+    thousands of them must not cost a statement each. A one-stage route is answered in SQL, the
+    post not even read; one with a later stage to come is estimated in Python, its posts and
+    their open steps read in two statements."""
 
     def statements(posts):
         for _ in range(posts):
-            submit(world, publish_at=timezone.now() + 7 * 24 * H)  # time to spare: not flagged
+            submit(world, publish_at=timezone.now() + 7 * 24 * H)  # time to spare
         with CaptureQueriesContext(connection) as captured:
             assert workflow.flag_publish_at_risk() == []
         return len(captured)
 
-    assert statements(1) == statements(4) == 2  # the posts, then their open steps
+    assert statements(1) == statements(4) == 1
+    request.getfixturevalue("legal_stage")
+    assert statements(1) == statements(4) == 2
+
+
+@pytest.mark.usefixtures("hours_apart", "legal_stage")
+def test_a_later_stage_that_would_end_after_the_publish_time_is_flagged(world, mailoutbox):
+    """The first stage is due before the slot, the second would end after it."""
+    post = submit(world, publish_at=timezone.now() + 7 * 24 * H)
+    first = post.steps.get(stage=1)
+    Post.objects.filter(pk=post.pk).update(publish_at=first.due_at + 2 * H)
+
+    assert workflow.flag_publish_at_risk(now=first.activated_at) == [post.pk]
+    entry = LedgerEntry.objects.get(event="post.publish_at_risk")
+    assert entry.payload["estimated_finish"] == (first.due_at + 4 * H).isoformat()
 
 
 def test_posts_without_publish_time_or_out_of_review_are_never_flagged(world, in_review):
