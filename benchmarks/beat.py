@@ -79,15 +79,16 @@ def measure():
 def main(recreate=True):
     url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    # The sweeps' mails go to memory: stdout carries the BENCH lines only.
-    os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
     if recreate:
         recreate_database(url)
     import django
+    from django.conf import settings
     from django.core.management import call_command
     from django.utils import timezone
 
     django.setup()
+    # The sweeps' mails go to memory: stdout carries the BENCH lines only.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     if recreate:
         call_command("migrate", verbosity=0)
         now = timezone.now()
