@@ -27,7 +27,7 @@ import sys
 import time
 from functools import partial
 
-from .queue import DEFAULT_DATABASE_URL, World, bench, load_posts, log, recreate_database
+from .queue import DEFAULT_DATABASE_URL, bench, load, log
 
 RUNS = int(os.environ.get("BENCH_BEAT_RUNS", "7"))
 
@@ -77,22 +77,17 @@ def measure():
 
 
 def main(recreate=True):
-    url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    """`recreate`: load the queue benchmark's data first; else run on the database as it is."""
     if recreate:
-        recreate_database(url)
+        load()
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     import django
     from django.conf import settings
-    from django.core.management import call_command
-    from django.utils import timezone
 
     django.setup()
     # The sweeps' mails go to memory: stdout carries the BENCH lines only.
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    if recreate:
-        call_command("migrate", verbosity=0)
-        now = timezone.now()
-        load_posts(World(now), now)
     log("the beat's sweeps, median of each once caught up:")
     catch_up, medians, problems = measure()
     if problems:
