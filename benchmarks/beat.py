@@ -11,7 +11,9 @@ and planned generically as in production; its time is the median of those runs.
 A sweep's cost must follow what it has to do, not how many posts it looks at: the sweep that flags
 publish times at risk read each post in review with a publish time again, one statement a post,
 and took 8.1 s a minute over this data (15e14fb fixed that; since d8172af it selects in SQL the
-posts that could be at risk: 0.5 s).
+posts that could be at risk: 0.5 s). PostgreSQL's JIT then compiled that sweep's statements at
+every run, the escalation's too, for about half of what was left: it is off since 2026-11-30
+(REVIEWFLOW_DB_JIT).
 
 Before printing, the runs are checked: once caught up, no sweep escalates or flags anything;
 otherwise it says what is wrong and exits 1.

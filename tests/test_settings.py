@@ -127,6 +127,40 @@ def test_postgresql_prepares_statements_unless_told_not_to(flag, expected):
     assert result.stdout.split() == [*expected, "600", "True"]
 
 
+@pytest.mark.parametrize(
+    "url_options, flag, expected",
+    [
+        ("", None, "-c jit=off"),
+        ("", "1", None),
+        ("?options=-c%20statement_timeout%3D5000", None, "-c statement_timeout=5000 -c jit=off"),
+    ],
+    ids=["default", "on", "beside-the-url's"],
+)
+def test_postgresql_jit_is_off_unless_told_otherwise(url_options, flag, expected):
+    """PostgreSQL's JIT compiled the beat's sweeps at every run (README, "Throughput");
+    REVIEWFLOW_DB_JIT=1 leaves it to the server, and options given in DATABASE_URL are kept."""
+    code = (
+        "from django.conf import settings as s;"
+        "print(repr(s.DATABASES['default']['OPTIONS'].get('options')))"
+    )
+    env = {**PRODUCTION, "DATABASE_URL": f"postgres://rf:pw@db.internal:5432/rf{url_options}"}
+    if flag is not None:
+        env["REVIEWFLOW_DB_JIT"] = flag
+    result = manage("shell", "--no-imports", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(expected)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_connections_run_without_jit():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_postgresql_prepares_a_statement_run_again_and_again():
