@@ -264,6 +264,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connection after every task, or after this many;
+# reviewflow/celery.py keeps it as Django keeps a request's (DATABASE_CONN_MAX_AGE).
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_TASK_ROUTES = {
     "approvals.tasks.deliver_publication": {"queue": "publishing"},
     "approvals.tasks.retract_publication": {"queue": "publishing"},

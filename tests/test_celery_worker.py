@@ -187,3 +187,63 @@ def test_a_burst_is_mailed_by_the_beat_through_a_real_worker(world, tmp_path):
         # One mail per reviewer for the two gathered review requests (console backend).
         log = the_worker.log_tail(20000)
         assert log.count("Subject: ReviewFlow: 2 notifications") == 2, log
+
+
+def _others_on_this_database():
+    """The server processes of the other sessions on this database: the worker's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        return {pid for (pid,) in cursor.fetchall()}
+
+
+def test_a_real_worker_keeps_its_database_connection_from_one_task_to_the_next(
+    world, webhook_receiver, hook_account, tmp_path
+):
+    """As a web process keeps one between requests: Celery's Django fix-up would open one for
+    every task, which halved the release's throughput (benchmarks/release.py)."""
+
+    def published(count):
+        posts = []
+        for n in range(count):
+            post = workflow.create_post(
+                world.alice, text=f"Permanence {n} mardi.", account_ids=[hook_account.pk]
+            )
+            workflow.submit(post.pk, world.alice)
+            workflow.decide(
+                post.pk,
+                world.rita,
+                outcome="approve",
+                revision_hash=post.current_revision.content_hash,
+            )
+            posts.append(post.pk)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        waiting = Post.objects.filter(pk__in=posts).exclude(state=State.PUBLISHED)
+        while waiting.exists() and time.monotonic() < deadline and the_worker.alive:
+            time.sleep(0.2)
+        assert not waiting.exists(), "the worker did not publish the posts"
+
+    with real_worker(tmp_path, "reviewflow-test") as the_worker:
+        published(1)
+        after_one = _others_on_this_database()
+        published(3)  # three deliveries, and mails
+        after_more = _others_on_this_database()
+    assert len(after_one) == 1, after_one
+    assert after_more == after_one
+
+
+def test_a_task_that_failed_in_a_worker_leaves_no_connection_for_the_next():
+    """Its connection may be unusable in a way Django cannot see (celery#9824); one that
+    succeeded is kept."""
+    from celery import signals
+
+    from approvals.tasks import deliver_publication
+
+    for state, kept in (("SUCCESS", True), ("FAILURE", False)):
+        connection.ensure_connection()
+        signals.task_postrun.send(
+            sender=deliver_publication, task=deliver_publication, task_id="t", state=state
+        )
+        assert (connection.connection is not None) is kept
