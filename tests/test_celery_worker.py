@@ -189,12 +189,10 @@ def test_a_burst_is_mailed_by_the_beat_through_a_real_worker(world, tmp_path):
         assert log.count("Subject: ReviewFlow: 2 notifications") == 2, log
 
 
-def _others_on_this_database():
-    """The server processes of the other sessions on this database: the worker's."""
+def _server_processes_of(application_name):
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [application_name]
         )
         return {pid for (pid,) in cursor.fetchall()}
 
@@ -225,11 +223,13 @@ def test_a_real_worker_keeps_its_database_connection_from_one_task_to_the_next(
             time.sleep(0.2)
         assert not waiting.exists(), "the worker did not publish the posts"
 
-    with real_worker(tmp_path, "reviewflow-test") as the_worker:
+    name = "reviewflow-test-worker"  # the worker's sessions, told from any other
+    url = f"{database_url(connection)}?application_name={name}"
+    with real_worker(tmp_path, "reviewflow-test", DATABASE_URL=url) as the_worker:
         published(1)
-        after_one = _others_on_this_database()
+        after_one = _server_processes_of(name)
         published(3)  # three deliveries, and mails
-        after_more = _others_on_this_database()
+        after_more = _server_processes_of(name)
     assert len(after_one) == 1, after_one
     assert after_more == after_one
 
