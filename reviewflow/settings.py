@@ -184,7 +184,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         prepare_threshold=5 if env_bool("REVIEWFLOW_DB_PREPARED_STATEMENTS", True) else None,
     )
     # PostgreSQL compiles a statement whose estimated cost is high (the beat's at-risk sweep over
-    # every post in review) with LLVM at every run: two thirds of that sweep's time, for queries
+    # every post in review) with LLVM at every run: about half of that sweep's time, for queries
     # that read a few thousand rows (README, "Throughput"). Off, unless REVIEWFLOW_DB_JIT=1.
     if not env_bool("REVIEWFLOW_DB_JIT", False):
         options = DATABASES["default"]["OPTIONS"]
