@@ -12,6 +12,8 @@ local Standard Webhooks receiver (tests/faultkit.py: verifies the signature, dro
 webhook-ids, answers 200).
 Then, in the same run, a bare loop sends as many signed POSTs of the same body to the same
 receiver with `requests.post` and no Session (a new connection per post, as the connector does).
+Then the same again over TLS, as every network is reached: the receiver answers HTTPS with a
+self-signed certificate that the worker and the loop trust (REQUESTS_CA_BUNDLE).
 
 Figures, one line each on stdout (progress goes to stderr):
   BENCH release_throughput    posts/s, from the worker's first claim to the last delivery
@@ -20,6 +22,8 @@ Figures, one line each on stdout (progress goes to stderr):
   BENCH bare_http_throughput  posts/s of the bare loop
   BENCH release_vs_bare_http  the first over the second (1.0 would mean the worker's bookkeeping
                               costs nothing beside the HTTP call itself)
+  BENCH release_tls_throughput, bare_https_throughput  the same two over TLS: what a new TLS
+                              connection for every post costs, before any network round trip
 
 Knobs (environment): BENCH_RELEASE_POSTS (1000), BENCH_RELEASE_DEADLINE (120 s).
 """
@@ -140,45 +144,28 @@ def bare_loop(receiver, secret, body, count):
     return time.perf_counter() - started
 
 
-def main(recreate=True):
-    url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    if recreate:
-        recreate_database(url)
-
-    import django
-    from django.conf import settings
-    from django.core.management import call_command
+def run(workdir, redis, tls=None):
+    """(released posts/s, bare posts/s) through one receiver, over TLS when `tls` is given (its
+    certificate trusted by the worker and the bare loop through REQUESTS_CA_BUNDLE)."""
     from django.db import connection
 
-    django.setup()
-    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
-        sys.exit(f"The release benchmark needs PostgreSQL; DATABASE_URL is {url!r}.")
-    call_command("migrate", verbosity=0)
-
     from reviewflow.celery import app
-    from tests.faultkit import (
-        CountingReceiver,
-        RedisServer,
-        broker,
-        database_url,
-        service_env,
-        worker,
-    )
+    from tests.faultkit import CountingReceiver, broker, database_url, service_env, worker
 
-    workdir = Path(tempfile.mkdtemp(prefix="release-bench-"))
-    with CountingReceiver() as receiver, RedisServer(workdir) as redis:
+    scheme = "https" if tls else "http"
+    trust = {"REQUESTS_CA_BUNDLE": tls[0]} if tls else {}
+    with CountingReceiver(tls=tls) as receiver:
         advisor, reviewer, account = make_world(receiver.url)
         receiver.secret = account.settings["secret"]
         started = time.perf_counter()
         with broker(app, redis.url()):
             post_ids = approve(advisor, reviewer, account, POSTS)
-        log(f"release: {POSTS} posts approved in {time.perf_counter() - started:.1f} s")
+        log(f"release ({scheme}): {POSTS} posts approved in {time.perf_counter() - started:.1f} s")
 
         env = service_env(
-            redis.url(), database_url(connection), REVIEWFLOW_ALLOW_PRIVATE_NETWORKS=1
+            redis.url(), database_url(connection), REVIEWFLOW_ALLOW_PRIVATE_NETWORKS=1, **trust
         )
-        the_worker = worker(env, workdir / "worker.log", name="release-bench").start()
+        the_worker = worker(env, workdir / f"worker-{scheme}.log", name="release-bench").start()
         try:
             wait_published(post_ids, the_worker)
         finally:
@@ -190,21 +177,51 @@ def main(recreate=True):
                 f"(doubled {receiver.doubled}, rejected {receiver.rejected}: {receiver.errors})"
             )
         log(
-            f"release: {POSTS} posts released and delivered in {release:.1f} s "
+            f"release ({scheme}): {POSTS} posts released and delivered in {release:.1f} s "
             f"({receiver.requests} requests, {receiver.duplicates_dropped} duplicates dropped)"
         )
 
         body = receiver.sample_body
         receiver.reset()
-        bare = bare_loop(receiver, account.settings["secret"], body, POSTS)
+        os.environ.update(trust)
+        try:
+            bare = bare_loop(receiver, account.settings["secret"], body, POSTS)
+        finally:
+            for name in trust:
+                del os.environ[name]
         if receiver.distinct != POSTS:
             sys.exit(f"bare loop: the receiver processed {receiver.distinct} of {POSTS}")
-        log(f"bare loop: {POSTS} POSTs of {len(body)} bytes in {bare:.1f} s")
+        log(f"bare loop ({scheme}): {POSTS} POSTs of {len(body)} bytes in {bare:.1f} s")
+    return POSTS / release, POSTS / bare
 
-    release_rate, bare_rate = POSTS / release, POSTS / bare
+
+def main(recreate=True):
+    url = os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    if recreate:
+        recreate_database(url)
+
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+
+    django.setup()
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        sys.exit(f"The release benchmark needs PostgreSQL; DATABASE_URL is {url!r}.")
+    call_command("migrate", verbosity=0)
+
+    from tests.faultkit import RedisServer
+    from tests.localserver import self_signed_certificate
+
+    workdir = Path(tempfile.mkdtemp(prefix="release-bench-"))
+    with RedisServer(workdir) as redis:
+        release_rate, bare_rate = run(workdir, redis)
+        tls_rate, bare_tls_rate = run(workdir, redis, tls=self_signed_certificate(workdir))
     bench("release_throughput", f"{release_rate:.1f}", "posts/s")
     bench("bare_http_throughput", f"{bare_rate:.1f}", "posts/s")
     bench("release_vs_bare_http", f"{release_rate / bare_rate:.3f}", "ratio")
+    bench("release_tls_throughput", f"{tls_rate:.1f}", "posts/s")
+    bench("bare_https_throughput", f"{bare_tls_rate:.1f}", "posts/s")
 
 
 if __name__ == "__main__":

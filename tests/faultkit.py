@@ -312,7 +312,7 @@ class CountingReceiver(LocalServer):
 
     PATH = "/hooks/reviewflow"
 
-    def __init__(self, secret=None, delay=0.0):
+    def __init__(self, secret=None, delay=0.0, tls=None):
         self.secret = secret
         self.delay = delay  # seconds between processing a delivery and answering it
         self.requests = 0
@@ -324,7 +324,7 @@ class CountingReceiver(LocalServer):
         self.sample_body = b""  # the last verified body, as sent
         self.errors = []
         self._hold = None  # (held, release) events for the next new delivery
-        super().__init__()
+        super().__init__(tls)
 
     @property
     def url(self):
@@ -399,6 +399,9 @@ class CountingReceiver(LocalServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # As a network's servers do: without it, a reply written in two parts waits for the
+            # client's delayed acknowledgement (40 ms) on a TLS connection.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -1,18 +1,12 @@
 """SSRF safety: no call to private, loopback or link-local addresses unless allowed; TLS verified;
 a timeout on every call. Real requests over loopback, no mocked HTTP client."""
 
-import datetime
-import ipaddress
 import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from django.core.exceptions import ValidationError
 
 from approvals.connectors import get_connector, http
@@ -21,6 +15,7 @@ from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 
 from .conftest import through_review
+from .localserver import self_signed_certificate
 
 pytestmark = pytest.mark.django_db
 
@@ -96,36 +91,6 @@ class Server:
 def server():
     with Server() as running:
         yield running
-
-
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_file), str(key_file)
 
 
 # --- The guard ------------------------------------------------------------------------------------
@@ -219,7 +184,7 @@ def test_every_request_has_a_timeout(allowed, settings):
 
 
 def test_tls_certificates_are_verified(allowed, tmp_path):
-    with Server(tls=self_signed(tmp_path)) as untrusted:
+    with Server(tls=self_signed_certificate(tmp_path)) as untrusted:
         with pytest.raises(DeliveryError) as refused:
             http.request("GET", untrusted.url, network="Untrusted")
     assert "SSLError" in str(refused.value)
@@ -266,7 +231,7 @@ def test_webhook_to_a_private_address_fails_clearly_and_sends_nothing(
 
 def test_webhook_verifies_tls(allowed, world, tmp_path):
     account = SocialAccount(team=world.lyon, network="webhook", name="TLS", validated=True)
-    with Server(tls=self_signed(tmp_path)) as untrusted:
+    with Server(tls=self_signed_certificate(tmp_path)) as untrusted:
         account.settings = {"url": untrusted.url, "secret": ""}
         account.full_clean()
         account.save()
@@ -274,6 +239,21 @@ def test_webhook_verifies_tls(allowed, world, tmp_path):
             get_connector("webhook").publish(account, _content(account), "msg_tls")
     assert "SSLError" in str(failed.value)
     assert untrusted.hits == []
+
+
+def test_webhook_delivers_over_tls_to_a_receiver_it_trusts(allowed, world, tmp_path, monkeypatch):
+    """The test above, its certificate trusted (as benchmarks/release.py trusts its receiver):
+    the refusal there is the verification's, not a broken server's."""
+    certificate = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    account = SocialAccount(team=world.lyon, network="webhook", name="TLS", validated=True)
+    with Server(tls=certificate) as trusted:
+        account.settings = {"url": trusted.url, "secret": ""}
+        account.full_clean()
+        account.save()
+        delivered = get_connector("webhook").publish(account, _content(account), "msg_tls")
+    assert trusted.hits == [("POST", "/hook")]
+    assert delivered.external_id == "ok"
 
 
 def _content(account):
