@@ -1,10 +1,43 @@
 """An HTTP server on a free loopback port, in a thread: what the network fakes (tests/fakes) and
 the webhook receivers (tests/webhook_receiver.py, tests/faultkit.py) share."""
 
+import socket
 import ssl
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+
+class _Server(ThreadingHTTPServer):
+    """Knows its open connections: a client keeps them alive between requests, and a server
+    that stops (an outage, in the fault tests) must close them, as a process that dies does."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args):
+        self.connections = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self):
+        with self._connections_lock:
+            open_now = list(self.connections)
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed by the other side meanwhile
+                pass
 
 
 class LocalServer:
@@ -17,14 +50,12 @@ class LocalServer:
         self._lock = threading.RLock()
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self.scheme = "https" if tls else "http"
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
         self._thread = threading.Thread(  # a short poll: shutdown() returns at once
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -39,6 +70,7 @@ class LocalServer:
     def stop(self):
         self.wait_idle(timeout=5)
         self._server.shutdown()
+        self._server.close_connections()
         self._server.server_close()
 
     def __enter__(self):

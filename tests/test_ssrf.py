@@ -36,11 +36,15 @@ def allowed(settings):
 class Server:
     """A local HTTP(S) server counting the requests it gets; can stall or redirect."""
 
-    def __init__(self, *, stall=0.0, redirect_to=None, tls=None):
+    def __init__(self, *, stall=0.0, redirect_to=None, tls=None, keep_alive=False):
         self.hits = []
+        self.ports, self.cookies = [], []  # each request's client port, and Cookie header
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = True
+
             def log_message(self, *args):
                 pass
 
@@ -48,6 +52,8 @@ class Server:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 outer.hits.append((self.command, self.path))
+                outer.ports.append(self.client_address[1])
+                outer.cookies.append(self.headers.get("Cookie"))
                 if stall:
                     time.sleep(stall)
                 if redirect_to:
@@ -58,6 +64,7 @@ class Server:
                     return
                 body = b'{"id": "ok"}'
                 self.send_response(200)
+                self.send_header("Set-Cookie", "session=one-account; Path=/")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -189,6 +196,22 @@ def test_tls_certificates_are_verified(allowed, tmp_path):
             http.request("GET", untrusted.url, network="Untrusted")
     assert "SSLError" in str(refused.value)
     assert untrusted.hits == []  # the handshake failed: no request was made
+
+
+def test_calls_to_a_network_reuse_one_connection_and_carry_no_cookie(
+    allowed, tmp_path, monkeypatch
+):
+    """One TLS handshake per connection, not per post (README, "Throughput"); and a cookie that
+    a network sets in one account's call never goes out with the next, whoever's it is: every
+    account of a worker thread shares the session."""
+    certificate = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    with Server(tls=certificate, keep_alive=True) as network:
+        for n in range(3):
+            http.request("POST", network.url, network="Test", json={"post": n})
+    assert len(network.hits) == 3
+    assert len(set(network.ports)) == 1, network.ports
+    assert network.cookies == [None, None, None]
 
 
 # --- The webhook connector ------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """One way to call a network: timeouts, TLS verification, SSRF guard, errors in plain words."""
 
 import ipaddress
+import os
 import socket
+import threading
 from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urlsplit
 
 import requests
@@ -78,13 +81,28 @@ def retry_after_seconds(response):
     return max(0, int((moment - timezone.now()).total_seconds()))
 
 
+_local = threading.local()
+os.register_at_fork(after_in_child=lambda: _local.__dict__.clear())  # no socket of the parent's
+
+
+def session():
+    """This thread's HTTP session. A network's API is called over connections kept alive from one
+    post to the next: a TLS handshake per connection, not per post (README, "Throughput"). It
+    keeps no cookie: one account's must never go out with another account's call."""
+    current = getattr(_local, "session", None)
+    if current is None:
+        current = _local.session = requests.Session()
+        current.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return current
+
+
 def request(method, url, *, network, expected=(200, 201, 202, 204), **kwargs):
     """Make one call; return the response, or raise DeliveryError saying what went wrong."""
     check_destination(url)
     kwargs.setdefault("timeout", settings.REVIEWFLOW["HTTP_TIMEOUT_SECONDS"])
     kwargs.setdefault("allow_redirects", False)
     try:
-        response = requests.request(method, url, verify=True, **kwargs)
+        response = session().request(method, url, verify=True, **kwargs)
     except requests.Timeout:
         raise DeliveryError(f"{network} did not answer within {kwargs['timeout']} s") from None
     except requests.RequestException as error:

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .base import Connector, Delivered, DeliveryError
-from .http import check_destination, retry_after_seconds, validate_destination
+from .http import check_destination, retry_after_seconds, session, validate_destination
 
 SECRET_PREFIX = "whsec_"
 URL_MAX_LENGTH = 2000  # Publication.external_url
@@ -117,7 +117,7 @@ class WebhookConnector(Connector):
         }
         timeout = config["WEBHOOK_TIMEOUT_SECONDS"]
         try:
-            response = requests.post(
+            response = session().post(
                 account.settings["url"],
                 data=body,
                 headers=headers,
