@@ -1,4 +1,5 @@
-"""One way to call a network: timeouts, TLS verification, SSRF guard, errors in plain words."""
+"""One way to call a network: timeouts, TLS verification, SSRF guard, kept-alive connections,
+errors in plain words."""
 
 import ipaddress
 import os
