@@ -399,9 +399,6 @@ class CountingReceiver(LocalServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # As a network's servers do: without it, a reply written in two parts waits for the
-            # client's delayed acknowledgement (40 ms) on a TLS connection.
-            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -1,10 +1,8 @@
 """SSRF safety: no call to private, loopback or link-local addresses unless allowed; TLS verified;
 a timeout on every call. Real requests over loopback, no mocked HTTP client."""
 
-import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -15,7 +13,7 @@ from approvals.models import Publication, SocialAccount
 from approvals.models.posts import State
 
 from .conftest import through_review
-from .localserver import self_signed_certificate
+from .localserver import LocalServer, self_signed_certificate
 
 pytestmark = pytest.mark.django_db
 
@@ -33,17 +31,24 @@ def allowed(settings):
     return settings
 
 
-class Server:
+class Server(LocalServer):
     """A local HTTP(S) server counting the requests it gets; can stall or redirect."""
 
     def __init__(self, *, stall=0.0, redirect_to=None, tls=None, keep_alive=False):
+        self.stall, self.redirect_to, self.keep_alive = stall, redirect_to, keep_alive
         self.hits = []
         self.ports, self.cookies = [], []  # each request's client port, and Cookie header
+        super().__init__(tls)
+
+    @property
+    def url(self):
+        return self.base_url + "/hook"
+
+    def _handler_class(self):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
-            disable_nagle_algorithm = True
+            protocol_version = "HTTP/1.1" if outer.keep_alive else "HTTP/1.0"
 
             def log_message(self, *args):
                 pass
@@ -54,11 +59,11 @@ class Server:
                 outer.hits.append((self.command, self.path))
                 outer.ports.append(self.client_address[1])
                 outer.cookies.append(self.headers.get("Cookie"))
-                if stall:
-                    time.sleep(stall)
-                if redirect_to:
+                if outer.stall:
+                    time.sleep(outer.stall)
+                if outer.redirect_to:
                     self.send_response(302)
-                    self.send_header("Location", redirect_to)
+                    self.send_header("Location", outer.redirect_to)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -72,26 +77,7 @@ class Server:
 
             do_GET = do_POST = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.scheme = "https" if tls else "http"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self):
-        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        return Handler
 
 
 @pytest.fixture

@@ -133,7 +133,6 @@ class WebhookReceiver(LocalServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # as tests/faultkit.py's receiver: no 40 ms stalls
 
             def log_message(self, *args):
                 pass
